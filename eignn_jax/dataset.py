@@ -1,0 +1,610 @@
+"""Reading, validating and writing Kob–Andersen glass configurations.
+
+One configuration is one ``.npz`` file holding a snapshot of a 3-D binary
+Kob–Andersen mixture and, optionally, its dynamical labels.  Two layouts are
+read by the same code:
+
+* GlassBench (published benchmark): ``KA_models/T{T}/{train,test}/N4096T{T}_{i}.npz``
+  with keys ``types``, ``initial_positions``, ``initial_positions_inherent``,
+  sometimes ``initial_positions_cage``, ``md_prop`` [10, N], ``bb_prop`` and,
+  in test files, predictions of published models under arbitrary keys.  These
+  files carry no ``box`` and no ``times``: the box follows from the number
+  density 1.2 and the times are :data:`GLASSBENCH_TIMES`.
+* Our own data sets, which add ``md_disp`` [T, N, 3], ``times`` [T] and ``box`` [3].
+
+Units are Lennard-Jones units of the A–A interaction: lengths in σ, times in τ.
+
+Every array keeps the dtype it was stored with (consumers cast), so loading a
+file, writing it with :func:`write_configuration` and loading the result
+reproduces the arrays bit for bit and the file's key set exactly.  Every problem found in
+a file raises :class:`DataError`, whose message names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DENSITY",
+    "GLASSBENCH_TIMES",
+    "MIN_SEPARATION",
+    "Configuration",
+    "DataError",
+    "box_from_density",
+    "configuration_arrays",
+    "find_overlap",
+    "glassbench_split",
+    "list_configurations",
+    "load_configuration",
+    "split_paths",
+    "write_configuration",
+]
+
+DENSITY = 1.2
+"""Number density of the Kob–Andersen systems (particles per σ³); sets the box when a file has none."""
+
+GLASSBENCH_TIMES: tuple[float, ...] = (
+    0.13, 1.3, 13.0, 130.0, 412.0, 1300.0, 4120.0, 13000.0, 41200.0, 130000.0
+)
+"""Times (τ) of the 10 rows of GlassBench ``md_prop``."""
+
+MIN_SEPARATION = 1e-3
+"""Two particles closer than this (σ, periodic minimum image) are taken to be a duplicate."""
+
+# Keys with a dedicated Configuration attribute; everything else goes to `extras`.
+_KEY_TYPES = "types"
+_KEY_POSITIONS = "initial_positions"
+_KEY_INHERENT = "initial_positions_inherent"
+_KEY_CAGE = "initial_positions_cage"
+_KEY_PROPENSITY = "md_prop"
+_KEY_TIMES = "times"
+_KEY_BOX = "box"
+_KEY_DISPLACEMENT = "md_disp"
+_KEY_BB_PROPENSITY = "bb_prop"
+_RESERVED_KEYS = frozenset(
+    {_KEY_TYPES, _KEY_POSITIONS, _KEY_INHERENT, _KEY_CAGE, _KEY_PROPENSITY, _KEY_TIMES, _KEY_BOX}
+)
+_EQUILIBRIUM_KEYS = {"inherent": _KEY_INHERENT, "cage": _KEY_CAGE}
+
+# Pseudo-keys for problems that concern the whole file or folder rather than one array.
+FILE_FIELD = "<file>"
+FOLDER_FIELD = "<folder>"
+
+_CUBIC_RTOL = 1e-6
+
+
+class DataError(ValueError):
+    """A configuration file (or folder of them) is missing, unreadable or inconsistent.
+
+    Attributes ``path`` and ``field`` (the npz key, or ``"<file>"`` / ``"<folder>"``)
+    say where the problem is; both appear in the message.
+    """
+
+    def __init__(self, path: str | os.PathLike, field: str, message: str):
+        # The three parts are passed to ValueError so that the exception pickles
+        # and unpickles intact (e.g. when raised inside a worker process).
+        super().__init__(str(path), field, message)
+        self.path = str(path)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.path}: field '{self.field}': {self.message}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Configuration:
+    """One snapshot of a periodic 3-D KA mixture plus its optional labels.
+
+    Attributes:
+        path: file it was read from; ``""`` when built in memory.
+        types: [N] integer (dtype as stored); 1 = A, 2 = B.
+        positions: [N, 3] float (dtype as stored), σ; ``initial_positions``.
+        box: [3] float64, σ; side lengths of the cubic periodic box.
+        inherent: [N, 3] float, σ; ``initial_positions_inherent`` (energy-minimised structure).
+        cage: [N, 3] float, σ; ``initial_positions_cage`` (cage-averaged structure).
+        propensity: [T, N] float, σ; ``md_prop``, mean |displacement| at each time.
+        times: [T] float, τ; ``times`` as stored, else ``GLASSBENCH_TIMES`` when T == 10.
+        extras: every other key, verbatim (``md_disp``, ``bb_prop``, model predictions, ...).
+        box_stored: whether the file had a ``box`` key; the writer writes ``box`` only then.
+        times_stored: whether the file had a ``times`` key; likewise.
+        box_dtype: dtype the ``box`` key was stored with, so a rewrite reproduces it;
+            ``None`` writes float64.
+    """
+
+    path: str
+    types: np.ndarray
+    positions: np.ndarray
+    box: np.ndarray
+    inherent: np.ndarray | None = None
+    cage: np.ndarray | None = None
+    propensity: np.ndarray | None = None
+    times: np.ndarray | None = None
+    extras: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    box_stored: bool = True
+    times_stored: bool = True
+    box_dtype: np.dtype | None = None
+
+    @property
+    def n_particles(self) -> int:
+        """Number of particles N."""
+        return int(self.types.shape[0])
+
+    @property
+    def is_type_a(self) -> np.ndarray:
+        """[N] bool, True for A particles (type 1)."""
+        return self.types == 1
+
+    def equilibrium(self, kind: str) -> np.ndarray:
+        """Equilibrium structure [N, 3] (σ) of the given kind: ``'inherent'`` or ``'cage'``.
+
+        Raises ValueError for an unknown kind and DataError (naming the file and
+        key) when the configuration does not hold that structure.
+        """
+        if kind not in _EQUILIBRIUM_KEYS:
+            raise ValueError(
+                f"unknown equilibrium kind {kind!r}; expected one of {sorted(_EQUILIBRIUM_KEYS)}"
+            )
+        value = self.inherent if kind == "inherent" else self.cage
+        if value is None:
+            raise DataError(
+                self.path or "<in-memory configuration>",
+                _EQUILIBRIUM_KEYS[kind],
+                f"no {kind} structure in this configuration",
+            )
+        return value
+
+
+# ----------------------------------------------------------------------------
+# Small geometric helpers
+# ----------------------------------------------------------------------------
+
+
+def box_from_density(n_particles: int, density: float = DENSITY) -> np.ndarray:
+    """Side lengths [3] float64 (σ) of the cube holding ``n_particles`` at ``density``."""
+    side = (n_particles / density) ** (1.0 / 3.0)
+    return np.full(3, side, dtype=np.float64)
+
+
+def find_overlap(
+    positions: np.ndarray, box: np.ndarray, min_distance: float = MIN_SEPARATION
+) -> tuple[int, int, float] | None:
+    """First pair (i < j, distance σ) closer than ``min_distance`` under minimum image, or None.
+
+    positions: [N, 3] float, σ (any periodic image); box: [3] float, σ.
+    Cost is linear in N: a cell-list search (matscipy) instead of an N×N distance matrix.
+    """
+    from matscipy.neighbours import neighbour_list  # heavy import, only needed here
+
+    box = np.asarray(box, dtype=np.float64)
+    n = positions.shape[0]
+    if n < 2:
+        return None
+    wrapped = np.mod(np.asarray(positions, dtype=np.float64), box)
+    # matscipy bins space into cells of the cutoff size, so searching with the
+    # tiny overlap distance itself would mean ~(L/1e-3)^3 cells and take seconds.
+    # Half the mean interparticle spacing keeps ~8 cells per particle and about
+    # half a neighbour per particle in a liquid; true overlaps are filtered below.
+    spacing = (float(np.prod(box)) / n) ** (1.0 / 3.0)
+    cutoff = max(2.0 * min_distance, 0.5 * spacing)
+    i, j, d = neighbour_list(
+        "ijd", positions=wrapped, cell=np.diag(box), pbc=[True, True, True], cutoff=cutoff
+    )
+    close = np.flatnonzero((d < min_distance) & (i < j))
+    if close.size == 0:
+        return None
+    first = close[np.lexsort((j[close], i[close]))[0]]
+    return int(i[first]), int(j[first]), float(d[first])
+
+
+# ----------------------------------------------------------------------------
+# Per-key validation.  Each check takes the file path for its error messages.
+# ----------------------------------------------------------------------------
+
+
+def _first_index(mask: np.ndarray) -> tuple[int, ...]:
+    """Index tuple of the first True entry of ``mask``."""
+    return tuple(int(k) for k in np.argwhere(mask)[0])
+
+
+def _check_floating(path: str, key: str, array: np.ndarray) -> None:
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(path, key, f"must be a floating-point array, got dtype {array.dtype}")
+
+
+def _check_finite(path: str, key: str, array: np.ndarray) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = _first_index(bad)
+        raise DataError(
+            path, key, f"{int(bad.sum())} non-finite value(s), first {array[where]} at index {where}"
+        )
+
+
+def _check_types(path: str, types: np.ndarray) -> None:
+    """types: [N] integer with values in {1, 2}, N >= 1.
+
+    Float arrays are rejected even when they hold whole numbers: converting them
+    would change the stored dtype and break exact round trips.
+    """
+    if types.ndim != 1:
+        raise DataError(path, _KEY_TYPES, f"must be 1-D [N], got shape {types.shape}")
+    if not np.issubdtype(types.dtype, np.integer):
+        raise DataError(path, _KEY_TYPES, f"must be an integer array, got dtype {types.dtype}")
+    if types.shape[0] == 0:
+        raise DataError(path, _KEY_TYPES, "needs at least one particle, got N = 0")
+    unknown = (types != 1) & (types != 2)
+    if unknown.any():
+        first = int(np.flatnonzero(unknown)[0])
+        raise DataError(
+            path,
+            _KEY_TYPES,
+            f"unknown particle type {types[first]} at index {first} "
+            f"({int(unknown.sum())} particle(s)); expected 1 (A) or 2 (B)",
+        )
+
+
+def _check_coordinates(path: str, key: str, coords: np.ndarray, n: int, box: np.ndarray) -> None:
+    """coords: [n, 3] float, finite, every |x| <= box side, no two particles overlapping."""
+    if coords.ndim == 2 and coords.shape[0] == n and coords.shape[1] in (1, 2):
+        raise DataError(
+            path, key, f"has {coords.shape[1]} columns; only 3-D systems are supported"
+        )
+    if coords.shape != (n, 3):
+        raise DataError(path, key, f"must have shape [N, 3] = [{n}, 3], got {coords.shape}")
+    _check_floating(path, key, coords)
+    _check_finite(path, key, coords)
+    # One full box from the centre accepts both the [-L/2, L/2) and the [0, L)
+    # conventions while still catching unwrapped or mis-scaled coordinates.
+    outside = np.abs(coords) > box
+    if outside.any():
+        p, axis = _first_index(outside)
+        raise DataError(
+            path,
+            key,
+            f"particle {p} coordinate {axis} = {coords[p, axis]} lies more than one box "
+            f"side ({box[axis]:g}) from the centre; {int(outside.any(axis=1).sum())} particle(s) affected",
+        )
+    overlap = find_overlap(coords, box)
+    if overlap is not None:
+        i, j, d = overlap
+        raise DataError(
+            path,
+            key,
+            f"particles {i} and {j} are {d:.3g} σ apart (periodic minimum image), closer than "
+            f"{MIN_SEPARATION:g} σ: duplicate or overlapping particles",
+        )
+
+
+def _parse_box(path: str, raw: np.ndarray | None, n: int) -> np.ndarray:
+    """Box sides [3] float64 from a stored scalar/[3] ``box``, or from N and DENSITY."""
+    if raw is None:
+        return box_from_density(n)
+    if raw.shape not in ((), (3,)):
+        raise DataError(path, _KEY_BOX, f"must be a scalar or have shape [3], got {raw.shape}")
+    if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise DataError(path, _KEY_BOX, f"must be numeric, got dtype {raw.dtype}")
+    box = np.broadcast_to(raw.astype(np.float64), (3,)).copy()
+    _check_finite(path, _KEY_BOX, box)
+    if (box <= 0).any():
+        raise DataError(path, _KEY_BOX, f"side lengths must be positive, got {box}")
+    if not np.allclose(box, box[0], rtol=_CUBIC_RTOL, atol=0.0):
+        raise DataError(path, _KEY_BOX, f"only cubic boxes are supported, got sides {box}")
+    return box
+
+
+def _check_propensity(path: str, prop: np.ndarray, n: int) -> None:
+    """md_prop: [T, N] float, finite, >= 0 (it is a mean distance)."""
+    if prop.ndim != 2 or prop.shape[1] != n or prop.shape[0] == 0:
+        raise DataError(
+            path, _KEY_PROPENSITY, f"must have shape [T, N] with N = {n}, T >= 1; got {prop.shape}"
+        )
+    _check_floating(path, _KEY_PROPENSITY, prop)
+    _check_finite(path, _KEY_PROPENSITY, prop)
+    negative = prop < 0
+    if negative.any():
+        where = _first_index(negative)
+        raise DataError(
+            path, _KEY_PROPENSITY, f"must be non-negative, got {prop[where]} at index {where}"
+        )
+
+
+def _check_displacement(path: str, disp: np.ndarray, n: int) -> None:
+    """md_disp: [T, N, 3] float, finite."""
+    if disp.ndim != 3 or disp.shape[1:] != (n, 3):
+        raise DataError(
+            path, _KEY_DISPLACEMENT, f"must have shape [T, N, 3] with N = {n}; got {disp.shape}"
+        )
+    _check_floating(path, _KEY_DISPLACEMENT, disp)
+    _check_finite(path, _KEY_DISPLACEMENT, disp)
+
+
+def _parse_times(path: str, raw: np.ndarray | None, n_times: int | None) -> np.ndarray | None:
+    """Times [T] (τ): the stored ``times`` (dtype kept), or GLASSBENCH_TIMES when T == 10.
+
+    ``n_times`` is T of the dynamical labels, or None when the file has none.
+    """
+    if raw is None:
+        if n_times is None:
+            return None
+        if n_times == len(GLASSBENCH_TIMES):
+            return np.asarray(GLASSBENCH_TIMES, dtype=np.float64)
+        raise DataError(
+            path,
+            _KEY_TIMES,
+            f"times are needed: the labels have T = {n_times} time points but the file has no "
+            f"'times' key, and only T = {len(GLASSBENCH_TIMES)} implies the GlassBench times",
+        )
+    if raw.ndim != 1:
+        raise DataError(path, _KEY_TIMES, f"must be 1-D [T], got shape {raw.shape}")
+    if n_times is not None and raw.shape[0] != n_times:
+        raise DataError(
+            path, _KEY_TIMES, f"has {raw.shape[0]} entries but the labels have T = {n_times}"
+        )
+    if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+        raise DataError(path, _KEY_TIMES, f"must be numeric, got dtype {raw.dtype}")
+    _check_finite(path, _KEY_TIMES, raw)
+    if (raw <= 0).any():
+        raise DataError(path, _KEY_TIMES, f"must be positive, got {raw}")
+    if (np.diff(raw) <= 0).any():
+        raise DataError(path, _KEY_TIMES, f"must be strictly increasing, got {raw}")
+    return raw
+
+
+def _label_count(path: str, arrays: Mapping[str, np.ndarray]) -> int | None:
+    """T shared by md_prop and md_disp (None if neither is present)."""
+    counts = {
+        key: arrays[key].shape[0] for key in (_KEY_PROPENSITY, _KEY_DISPLACEMENT) if key in arrays
+    }
+    if len(set(counts.values())) > 1:
+        raise DataError(
+            path,
+            _KEY_DISPLACEMENT,
+            f"has T = {counts[_KEY_DISPLACEMENT]} time points but md_prop has T = {counts[_KEY_PROPENSITY]}",
+        )
+    return next(iter(counts.values()), None)
+
+
+def _configuration_from_arrays(
+    path: str, arrays: Mapping[str, np.ndarray], require: Sequence[str] = ()
+) -> Configuration:
+    """Validate a key -> array mapping (the content of one npz file) and build a Configuration."""
+    for key in (_KEY_TYPES, _KEY_POSITIONS, *require):
+        if key not in arrays:
+            raise DataError(path, key, f"required key is missing (file has {sorted(arrays)})")
+    for key, array in arrays.items():
+        if array.dtype == object:
+            raise DataError(path, key, "object arrays are not supported")
+
+    types = arrays[_KEY_TYPES]
+    _check_types(path, types)
+    n = types.shape[0]
+    box = _parse_box(path, arrays.get(_KEY_BOX), n)
+    for key in (_KEY_POSITIONS, _KEY_INHERENT, _KEY_CAGE):
+        if key in arrays:
+            _check_coordinates(path, key, arrays[key], n, box)
+
+    if _KEY_PROPENSITY in arrays:
+        _check_propensity(path, arrays[_KEY_PROPENSITY], n)
+    if _KEY_DISPLACEMENT in arrays:
+        _check_displacement(path, arrays[_KEY_DISPLACEMENT], n)
+    if _KEY_BB_PROPENSITY in arrays:
+        # Its layout differs between GlassBench releases; only its values are checked.
+        _check_floating(path, _KEY_BB_PROPENSITY, arrays[_KEY_BB_PROPENSITY])
+        _check_finite(path, _KEY_BB_PROPENSITY, arrays[_KEY_BB_PROPENSITY])
+    times = _parse_times(path, arrays.get(_KEY_TIMES), _label_count(path, arrays))
+
+    raw_box = arrays.get(_KEY_BOX)
+    return Configuration(
+        path=path,
+        types=types,
+        positions=arrays[_KEY_POSITIONS],
+        box=box,
+        inherent=arrays.get(_KEY_INHERENT),
+        cage=arrays.get(_KEY_CAGE),
+        propensity=arrays.get(_KEY_PROPENSITY),
+        times=times,
+        extras={k: v for k, v in arrays.items() if k not in _RESERVED_KEYS},
+        box_stored=raw_box is not None,
+        times_stored=_KEY_TIMES in arrays,
+        box_dtype=None if raw_box is None else raw_box.dtype,
+    )
+
+
+# ----------------------------------------------------------------------------
+# File I/O
+# ----------------------------------------------------------------------------
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """All arrays of an npz file, with every I/O or format failure turned into DataError."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(path, FILE_FIELD, "no such file") from None
+    except OSError as exc:
+        raise DataError(path, FILE_FIELD, f"cannot open ({exc.strerror or exc})") from exc
+    # Owning the handle guarantees it is closed: np.load leaks its own handle
+    # when the archive turns out to be corrupt.
+    with handle:
+        # Checking the signature first gives a clear message for the common
+        # mistakes; np.load would call a text file "pickled data".
+        magic = handle.read(len(_NPY_MAGIC))
+        handle.seek(0)
+        if magic.startswith(_NPY_MAGIC):
+            raise DataError(path, FILE_FIELD, "holds a single .npy array, not an .npz archive of named arrays")
+        if not magic.startswith(_ZIP_MAGICS):
+            raise DataError(path, FILE_FIELD, "not an .npz file (no zip archive signature)")
+        try:
+            npz = np.load(handle, allow_pickle=False)
+        except Exception as exc:  # ValueError, BadZipFile, EOFError, ... depending on the damage
+            raise DataError(
+                path, FILE_FIELD, f"not a readable .npz file ({type(exc).__name__}: {exc})"
+            ) from exc
+        with npz:
+            return {key: _read_member(path, npz, key) for key in npz.files}
+
+
+def _read_member(path: str, npz, key: str) -> np.ndarray:
+    """One array of an open npz archive; object arrays and corrupt members raise DataError."""
+    try:
+        return npz[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(path, key, "object (pickled) arrays are not supported") from None
+        raise DataError(path, key, f"cannot read array ({exc})") from exc
+    except Exception as exc:  # truncated or corrupt member (BadZipFile, EOFError, zlib.error, ...)
+        raise DataError(path, key, f"cannot read array ({type(exc).__name__}: {exc})") from exc
+
+
+def load_configuration(
+    path: str | os.PathLike, *, require: Sequence[str] = ()
+) -> Configuration:
+    """Read and validate one configuration file.
+
+    ``require`` lists keys beyond ``types`` and ``initial_positions`` that must be
+    present, e.g. ``("md_prop", "initial_positions_inherent")``.  Raises DataError
+    (naming the file and the key) on any problem.
+    """
+    path = os.fspath(path)
+    return _configuration_from_arrays(path, _read_npz(path), tuple(require))
+
+
+def configuration_arrays(config: Configuration) -> dict[str, np.ndarray]:
+    """The key -> array mapping that ``write_configuration`` stores for ``config``."""
+    clash = _RESERVED_KEYS.intersection(config.extras)
+    if clash:
+        raise ValueError(f"extras use keys reserved for Configuration attributes: {sorted(clash)}")
+    arrays = {_KEY_TYPES: config.types, _KEY_POSITIONS: config.positions}
+    optional = {
+        _KEY_INHERENT: config.inherent,
+        _KEY_CAGE: config.cage,
+        _KEY_PROPENSITY: config.propensity,
+        _KEY_TIMES: config.times if config.times_stored else None,
+        _KEY_BOX: (
+            np.asarray(config.box, dtype=config.box_dtype or np.float64) if config.box_stored else None
+        ),
+    }
+    arrays.update({k: v for k, v in optional.items() if v is not None})
+    arrays.update(config.extras)
+    return {k: np.asarray(v) for k, v in arrays.items()}
+
+
+def write_configuration(path: str | os.PathLike, config: Configuration) -> None:
+    """Validate ``config`` and write it as an uncompressed npz, atomically.
+
+    Exactly the keys the configuration holds are written, with their dtypes;
+    ``box`` and ``times`` only when ``box_stored`` / ``times_stored``.  A
+    configuration whose box or times could not be recovered from the written
+    file (not stored and not the defaults) raises DataError instead of being
+    silently changed.  The file appears at ``path`` only once complete.
+    """
+    path = os.fspath(path)
+    arrays = configuration_arrays(config)
+    # Validating what is about to be written guarantees every written file loads.
+    reread = _configuration_from_arrays(path, arrays)
+    if not np.allclose(reread.box, config.box, rtol=_CUBIC_RTOL, atol=0.0):
+        raise DataError(
+            path, _KEY_BOX, f"box {config.box} is not the density-{DENSITY} default; set box_stored=True"
+        )
+    if config.times is not None and not (
+        reread.times is not None and np.array_equal(reread.times, config.times)
+    ):
+        raise DataError(
+            path, _KEY_TIMES, "times differ from the GlassBench defaults; set times_stored=True"
+        )
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            # A file object (not a name) stops numpy from appending ".npz" to the temp name.
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates the file private (0600); data files are meant to be shared.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------
+# Folders and splits
+# ----------------------------------------------------------------------------
+
+_INDEX_PATTERN = re.compile(r"^(?P<stem>.*)_(?P<index>\d+)\.npz$")
+
+
+def _natural_key(path: pathlib.Path) -> tuple[str, int, str]:
+    """Sort key (stem, trailing index, name): ``x_2.npz`` before ``x_10.npz``; unindexed files first."""
+    match = _INDEX_PATTERN.match(path.name)
+    if match is None:
+        return (path.name, -1, path.name)
+    return (match["stem"], int(match["index"]), path.name)
+
+
+def list_configurations(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """The ``*.npz`` files of ``folder`` in natural order of their trailing ``_{i}`` index.
+
+    Raises DataError if the folder does not exist or holds no npz file.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, FOLDER_FIELD, "no such directory")
+    paths = [p for p in folder.glob("*.npz") if p.is_file()]
+    if not paths:
+        raise DataError(folder, FOLDER_FIELD, "contains no .npz configuration files")
+    return sorted(paths, key=_natural_key)
+
+
+def split_paths(
+    paths: Sequence, n_train: int, n_test: int, seed: int
+) -> tuple[list, list]:
+    """Seeded random, disjoint (train, test) subsets of ``paths``, each in input order.
+
+    The same ``paths``, sizes and seed always give the same split (numpy default_rng).
+    Raises ValueError for negative sizes, n_train + n_test > len(paths) or repeated paths.
+    """
+    paths = list(paths)
+    if n_train < 0 or n_test < 0:
+        raise ValueError(f"split sizes must be non-negative, got n_train={n_train}, n_test={n_test}")
+    if n_train + n_test > len(paths):
+        raise ValueError(
+            f"n_train + n_test = {n_train + n_test} exceeds the {len(paths)} available paths"
+        )
+    if len({str(p) for p in paths}) != len(paths):
+        raise ValueError("paths contain duplicates, so a split could not be disjoint")
+    order = np.random.default_rng(seed).permutation(len(paths))
+    # Sorting the chosen indices keeps each subset in the (natural) input order,
+    # which makes split files easy to read and diff.
+    train = sorted(order[:n_train].tolist())
+    test = sorted(order[n_train : n_train + n_test].tolist())
+    return [paths[k] for k in train], [paths[k] for k in test]
+
+
+def glassbench_split(root: str | os.PathLike) -> tuple[list, list] | None:
+    """(train, test) listings of ``root/train`` and ``root/test``, or None if that layout is absent.
+
+    GlassBench ships a fixed split per temperature (``KA_models/T{T}/{train,test}``);
+    when present it should be used instead of :func:`split_paths`.
+    """
+    root = pathlib.Path(root)
+    subsets = [root / "train", root / "test"]
+    if not all(d.is_dir() and any(p.is_file() for p in d.glob("*.npz")) for d in subsets):
+        return None
+    train, test = (list_configurations(d) for d in subsets)
+    return train, test

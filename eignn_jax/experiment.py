@@ -1,0 +1,177 @@
+"""The end-to-end pipeline behind ``experiments.train`` and ``experiments.evaluate``.
+
+A run directory (``workdir``) holds:
+  checkpoints/     orbax checkpoints: train state + metadata (config, times, baseline fit, split)
+  graph_cache/     preprocessed graphs, reused by later runs and evaluations
+  metrics.jsonl    one JSON line per epoch
+  pcc.csv, pcc.png evaluation of the trained model and the |d| baseline
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Callable, Sequence
+
+import jraph
+import numpy as np
+
+from eignn_jax import checkpointing, dataset, graph as graph_lib, metrics, plotting, training
+from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
+from eignn_jax.model import EIGNN
+
+BASELINE_NAME = "|d| line"
+
+
+def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """(train files, test files) for a data config; see :class:`eignn_jax.config.DataConfig`."""
+    root = pathlib.Path(data.path).expanduser()
+    layout = dataset.glassbench_split(root)
+    if layout is not None:
+        train, test = layout
+        return (train[: data.n_train] if data.n_train else train), (test[: data.n_test] if data.n_test else test)
+    files = dataset.list_configurations(root)
+    n_test = data.n_test or len(files) - data.n_train
+    return dataset.split_paths(files, data.n_train, n_test, data.split_seed)
+
+
+def _graph_features(graphs) -> list[np.ndarray]:
+    return [np.linalg.norm(g.nodes["displacements"], axis=-1) for g in graphs]
+
+
+def _targets(graphs):
+    return [g.nodes["targets"] for g in graphs], [g.nodes["target_mask"] for g in graphs]
+
+
+def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
+                 log: Callable[[str], None] = print) -> None:
+    """Builds (or loads cached) graphs, fits input scales and the baseline, and trains.
+
+    Resuming: if ``workdir`` has checkpoints, the config saved there must match ``config``.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_files, test_files = split_files(config.data)
+    if not train_files:
+        raise ValueError(f"no training files in {config.data.path}")
+    times = dataset.load_configuration(train_files[0], require=("md_prop",)).times
+    log(f"{config.name}: {len(train_files)} train / {len(test_files)} test configurations from "
+        f"{config.data.path}, {len(times)} time scales")
+    cache = workdir / "graph_cache"
+    train_graphs = graph_lib.load_graphs(train_files, config.graph, cache, progress=True)
+    test_graphs = graph_lib.load_graphs(test_files, config.graph, cache, progress=True)
+
+    model_config = dataclasses.replace(
+        config.model, num_outputs=len(times), scales=graph_lib.fit_feature_scales(train_graphs))
+    config = dataclasses.replace(config, model=model_config)
+    slope, intercept = metrics.fit_linear_baseline(_graph_features(train_graphs), *_targets(train_graphs))
+    metadata = {
+        "config": to_dict(config),
+        "times": [float(t) for t in times],
+        "baseline": {"slope": [float(x) for x in slope], "intercept": [float(x) for x in intercept]},
+        "train_files": [str(p) for p in train_files],
+        "test_files": [str(p) for p in test_files],
+    }
+    saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
+    if saved is not None and saved["config"] != metadata["config"]:
+        raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
+    (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
+    training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    config: ExperimentConfig
+    params: dict
+    metadata: dict
+
+
+def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
+    """The latest checkpoint of a run, with its config (parameters only, no optimiser)."""
+    workdir = pathlib.Path(workdir)
+    manager = checkpointing.CheckpointManager(workdir / "checkpoints")
+    metadata = manager.restore_metadata()
+    if metadata is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+    config = from_dict(ExperimentConfig, metadata["config"])
+    # The state template needs an example graph of the right kind: a tiny synthetic one.
+    model = EIGNN(config.model)
+    optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
+    template = training.init_state(model, optimizer, _template_graph(config.model.num_outputs), 0)
+    state, metadata = manager.restore_latest(template)
+    manager.close()
+    return TrainedRun(config=config, params=state.params, metadata=metadata)
+
+
+def _template_graph(num_outputs: int):
+    """A 2-node padded graph; parameter shapes do not depend on graph size."""
+    nodes = {
+        "positions": np.zeros((2, 3), np.float32), "displacements": np.zeros((2, 3), np.float32),
+        "species": np.zeros(2, np.int32), "energy": np.zeros(2, np.float32),
+        "targets": np.zeros((2, num_outputs), np.float32), "target_mask": np.zeros(2, bool)}
+    g = jraph.GraphsTuple(nodes=nodes, edges={"shifts": np.zeros((1, 3), np.float32)},
+                          senders=np.array([1], np.int32), receivers=np.array([0], np.int32),
+                          globals={"cell": np.eye(3, dtype=np.float32)[None] * 5},
+                          n_node=np.array([2], np.int32), n_edge=np.array([1], np.int32))
+    return graph_lib.pad_graph(g, graph_lib.PaddingBudget(n_node=4, n_edge=2, n_graph=2))
+
+
+def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None,
+             out_dir: pathlib.Path | str | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Pcc(mean), Pcc(all) per time scale of the trained model and the |d| baseline.
+
+    data: None → the run's own test split; else every file of that folder (transfer).
+    Writes ``pcc.csv`` and ``pcc.png`` to ``out_dir`` (default: the workdir, or
+    ``workdir/eval_<folder name>`` for another folder) and returns the rows.
+    """
+    workdir = pathlib.Path(workdir)
+    run = load_trained(workdir)
+    if data is None:
+        files = [pathlib.Path(p) for p in run.metadata["test_files"]]
+        out_dir = pathlib.Path(out_dir) if out_dir else workdir
+    else:
+        files = dataset.list_configurations(data)
+        out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{pathlib.Path(data).name}"
+    if not files:
+        raise ValueError("no test configurations to evaluate")
+    graphs = graph_lib.load_graphs(files, run.config.graph, workdir / "graph_cache", progress=True)
+    times = np.asarray(run.metadata["times"])
+    n_times = graphs[0].nodes["targets"].shape[1]
+    if n_times != len(times):
+        raise ValueError(f"{files[0]}: md_prop has {n_times} time scales, the model was trained on {len(times)}")
+
+    budget = graph_lib.padding_budget(graphs, batch_size=1)
+    predict_step = training.make_predict_step(EIGNN(run.config.model))
+    predictions, _ = training.predict_graphs(predict_step, run.params, graphs, budget)
+    baseline = metrics.predict_linear_baseline(
+        _graph_features(graphs), np.asarray(run.metadata["baseline"]["slope"]),
+        np.asarray(run.metadata["baseline"]["intercept"]))
+
+    rows = []
+    for name, preds in ((run.config.name, predictions), (BASELINE_NAME, baseline)):
+        table = metrics.pcc_table(preds, *_targets(graphs))
+        rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
+                 for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
+    plotting.plot_pcc(rows, out_dir / "pcc.png",
+                      title=f"{run.config.name} on {len(files)} configurations")
+    log(format_table(rows))
+    log(f"wrote {out_dir / 'pcc.csv'} and {out_dir / 'pcc.png'}")
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Plain-text table: one line per model and metric, one column per time."""
+    times = sorted({r["time"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lookup = {(r["model"], r["time"]): r for r in rows}
+    name_width = max(len(m) for m in models) + 12
+    lines = ["t".ljust(name_width) + "".join(f"{t:>8g}" for t in times)]
+    for model in models:
+        for metric in ("pcc_mean", "pcc_all"):
+            label = f"{model} {metric.replace('pcc_', 'Pcc(')})"
+            lines.append(label.ljust(name_width) + "".join(
+                f"{lookup[(model, t)][metric]:8.3f}" for t in times))
+    return "\n".join(lines)

@@ -1,0 +1,253 @@
+"""From a configuration to a padded jraph graph (DESIGN §2, graph of paper §3.1).
+
+A graph holds only *raw* per-particle and per-edge data; every geometric feature (edge
+vectors, lengths, radial bases, spherical harmonics) is computed inside the model from
+positions, displacement vectors and integer cell shifts. That way a rotation, an
+inversion or a translation of the inputs acts on everything the network sees, and the
+symmetry tests exercise the real code path.
+
+Node fields (``graph.nodes``), N particles, T time scales:
+  positions      [N, 3] float32, σ   initial positions, as stored (any periodic image)
+  displacements  [N, 3] float32, σ   d_i = r_i^equi − r_i^init, minimum image
+  species        [N]    int32        0 = A (file type 1), 1 = B (file type 2)
+  energy         [N]    float32, ε   per-particle LJ energy ½ Σ_j V(r_ij)
+  targets        [N, T] float32, σ   propensity ⟨|r_i(t) − r_i(0)|⟩ (zeros when unlabelled)
+  target_mask    [N]    bool         particle enters the loss and the metrics (type A, labelled)
+Edge fields (``graph.edges``), E directed edges, sender j → receiver i:
+  shifts         [E, 3] float32      integer cell shifts: r_ij = x_j − x_i + shifts · cell
+Graph fields (``graph.globals``):
+  cell           [G, 3, 3] float32, σ  rows are the box vectors
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Sequence
+
+import jraph
+import numpy as np
+
+from eignn_jax import dataset, neighbours, potential
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphConfig:
+    """How configurations become graphs.
+
+    cutoff: σ, edges join pairs closer than this in the initial *or* equilibrium structure.
+    equilibrium: which equilibrium structure gives d_i, 'inherent' or 'cage'.
+    energy_structure: where E_i is evaluated, 'equilibrium' (as the public code) or 'initial'.
+    """
+
+    cutoff: float = 2.0
+    equilibrium: str = "inherent"
+    energy_structure: str = "equilibrium"
+
+    def __post_init__(self):
+        if self.equilibrium not in ("inherent", "cage"):
+            raise ValueError(f"equilibrium must be 'inherent' or 'cage', got {self.equilibrium!r}")
+        if self.energy_structure not in ("equilibrium", "initial"):
+            raise ValueError(
+                f"energy_structure must be 'equilibrium' or 'initial', got {self.energy_structure!r}")
+
+
+def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jraph.GraphsTuple:
+    """One unpadded graph (numpy arrays) from one configuration; see the module docstring."""
+    box = np.asarray(config.box, np.float64)
+    initial = np.asarray(config.positions, np.float64)
+    equilibrium = np.asarray(config.equilibrium(graph_config.equilibrium), np.float64)
+    displacements = neighbours.minimum_image(equilibrium - initial, box)
+    centres, neighbour_ids, shifts = neighbours.union_pairs(
+        initial, initial + displacements, box, graph_config.cutoff)
+
+    energy_positions = initial + displacements if graph_config.energy_structure == "equilibrium" else initial
+    energy = potential.per_particle_energy(energy_positions, config.types, box)
+
+    n = config.n_particles
+    if config.propensity is not None:
+        targets = np.asarray(config.propensity, np.float32).T
+        target_mask = config.is_type_a
+    else:
+        targets = np.zeros((n, 0), np.float32)
+        target_mask = np.zeros(n, bool)
+
+    nodes = {
+        "positions": initial.astype(np.float32),
+        "displacements": displacements.astype(np.float32),
+        "species": (np.asarray(config.types) - 1).astype(np.int32),
+        "energy": energy.astype(np.float32),
+        "targets": targets,
+        "target_mask": np.asarray(target_mask, bool),
+    }
+    return jraph.GraphsTuple(
+        nodes=nodes,
+        edges={"shifts": shifts.astype(np.float32)},
+        senders=neighbour_ids.astype(np.int32),
+        receivers=centres.astype(np.int32),
+        globals={"cell": np.diag(box).astype(np.float32)[None]},
+        n_node=np.array([n], np.int32),
+        n_edge=np.array([len(centres)], np.int32),
+    )
+
+
+# ----------------------------------------------------------------------------- caching
+
+_CACHE_VERSION = 1
+
+
+def _cache_key(path: pathlib.Path, graph_config: GraphConfig) -> str:
+    stat = path.stat()
+    payload = json.dumps({
+        "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        "config": dataclasses.asdict(graph_config), "version": _CACHE_VERSION,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _save_graph(path: pathlib.Path, graph: jraph.GraphsTuple) -> None:
+    arrays = {f"nodes/{k}": v for k, v in graph.nodes.items()}
+    arrays.update({f"edges/{k}": v for k, v in graph.edges.items()})
+    arrays.update({f"globals/{k}": v for k, v in graph.globals.items()})
+    arrays.update(senders=graph.senders, receivers=graph.receivers,
+                  n_node=graph.n_node, n_edge=graph.n_edge)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed, so an interrupted run never leaves half a cache file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_graph(path: pathlib.Path) -> jraph.GraphsTuple:
+    with np.load(path) as data:
+        fields: dict[str, dict] = {"nodes": {}, "edges": {}, "globals": {}}
+        for key in data.files:
+            if "/" in key:
+                group, name = key.split("/", 1)
+                fields[group][name] = data[key]
+        return jraph.GraphsTuple(
+            nodes=fields["nodes"], edges=fields["edges"], globals=fields["globals"],
+            senders=data["senders"], receivers=data["receivers"],
+            n_node=data["n_node"], n_edge=data["n_edge"])
+
+
+def load_graphs(paths: Sequence[pathlib.Path | str], graph_config: GraphConfig,
+                cache_dir: pathlib.Path | str | None = None, *, require_labels: bool = True,
+                progress: bool = False) -> list[jraph.GraphsTuple]:
+    """Graphs for many files, built once and cached in ``cache_dir`` (keyed by file and config).
+
+    A cache entry is keyed by the file's absolute path, size and modification time and by the
+    graph config, so editing a file or changing the cutoff rebuilds it.
+    """
+    require = [f"initial_positions_{graph_config.equilibrium}"]
+    if require_labels:
+        require.append("md_prop")
+    graphs = []
+    for k, path in enumerate(paths):
+        path = pathlib.Path(path)
+        cached = pathlib.Path(cache_dir) / f"{_cache_key(path, graph_config)}.npz" if cache_dir else None
+        if cached is not None and cached.exists():
+            graph = _load_graph(cached)
+        else:
+            graph = build_graph(dataset.load_configuration(path, require=require), graph_config)
+            if cached is not None:
+                _save_graph(cached, graph)
+        graphs.append(graph)
+        if progress:
+            print(f"\rgraphs {k + 1}/{len(paths)}", end="", flush=True)
+    if progress and paths:
+        print(flush=True)
+    return graphs
+
+
+# ----------------------------------------------------------------------------- padding
+
+@dataclasses.dataclass(frozen=True)
+class PaddingBudget:
+    """Fixed array sizes for a batch, so the jitted step compiles once per budget.
+
+    n_node and n_edge include the padding graph's share; n_graph counts it too.
+    """
+
+    n_node: int
+    n_edge: int
+    n_graph: int
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return int(-(-x // multiple) * multiple)
+
+
+def padding_budget(graphs: Sequence[jraph.GraphsTuple], batch_size: int = 1) -> PaddingBudget:
+    """Smallest rounded budget that fits any ``batch_size`` of ``graphs`` plus one padding graph."""
+    nodes = sorted((int(g.n_node.sum()) for g in graphs), reverse=True)
+    edges = sorted((int(g.n_edge.sum()) for g in graphs), reverse=True)
+    # One spare node: the padding graph needs at least one; rounding keeps budgets of similar
+    # datasets equal so compiled steps can be reused between splits.
+    return PaddingBudget(
+        n_node=_round_up(sum(nodes[:batch_size]) + 1, 64),
+        n_edge=_round_up(sum(edges[:batch_size]) + 1, 1024),
+        n_graph=batch_size + 1,
+    )
+
+
+def pad_graph(graph: jraph.GraphsTuple, budget: PaddingBudget) -> jraph.GraphsTuple:
+    """Pads a (batched) graph to ``budget``; padding nodes have target_mask False."""
+    if int(graph.n_node.sum()) >= budget.n_node or int(graph.n_edge.sum()) > budget.n_edge \
+            or len(graph.n_node) >= budget.n_graph:
+        raise ValueError(
+            f"graph with {int(graph.n_node.sum())} nodes, {int(graph.n_edge.sum())} edges and "
+            f"{len(graph.n_node)} graphs exceeds the padding budget {budget}")
+    padded = jraph.pad_with_graphs(graph, budget.n_node, budget.n_edge, budget.n_graph)
+    # jraph pads the cell with zeros; a unit cell keeps every padded edge vector exactly zero
+    # anyway (shifts are zero) and avoids a degenerate box in anything that inverts it.
+    cell = np.array(padded.globals["cell"])
+    n_real = len(graph.n_node)
+    cell[n_real:] = np.eye(3, dtype=cell.dtype)
+    return padded._replace(globals={**padded.globals, "cell": cell})
+
+
+def batches(graphs: Sequence[jraph.GraphsTuple], budget: PaddingBudget, batch_size: int,
+            order: Sequence[int] | None = None):
+    """Yields padded batches of ``batch_size`` graphs in ``order`` (default: as given)."""
+    order = range(len(graphs)) if order is None else order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        chunk = [graphs[i] for i in order[start:start + batch_size]]
+        yield pad_graph(jraph.batch_np(chunk) if len(chunk) > 1 else chunk[0], budget)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@dataclasses.dataclass(frozen=True)
+class FeatureScales:
+    """Shift and scale of the scalar node inputs, fitted on the training graphs.
+
+    Stored with the model so a trained network sees inputs scaled as in training.
+    """
+
+    energy_mean: float = 0.0
+    energy_std: float = 1.0
+    displacement_mean: float = 0.0
+    displacement_std: float = 1.0
+    # Sums over neighbours are divided by the mean in-degree, so 'sum' aggregation keeps
+    # O(1) activations (and sum, not mean, semantics: a node with more neighbours gets more).
+    average_degree: float = 1.0
+
+
+def fit_feature_scales(graphs: Sequence[jraph.GraphsTuple]) -> FeatureScales:
+    energy = np.concatenate([g.nodes["energy"] for g in graphs]).astype(np.float64)
+    norms = np.concatenate([np.linalg.norm(g.nodes["displacements"], axis=-1) for g in graphs])
+    return FeatureScales(
+        energy_mean=float(energy.mean()), energy_std=float(energy.std() + 1e-6),
+        displacement_mean=float(norms.mean()), displacement_std=float(norms.std() + 1e-6),
+        average_degree=float(sum(int(g.n_edge.sum()) for g in graphs) / sum(int(g.n_node.sum()) for g in graphs)))

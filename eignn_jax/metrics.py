@@ -1,0 +1,227 @@
+"""Evaluation of per-particle predictions against dynamical propensities.
+
+Scores are Pearson correlations per time scale, computed over the particles
+selected by a mask (type A in the usual protocol). Configurations have their
+own particle count N_k; every per-configuration quantity is passed as a list.
+
+Shapes: predictions / targets are lists of [N_k, T] float arrays, masks are
+lists of [N_k] bool, one-dimensional features are lists of [N_k] float.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from typing import Iterable
+
+import numpy as np
+
+PCC_CSV_COLUMNS = ("model", "time", "pcc_mean", "pcc_all")
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation coefficient of two 1-D samples.
+
+    x, y: [M] float (any float dtype; accumulated in float64).
+    Returns a float in [-1, 1], or nan if either sample is constant or M < 2,
+    where the correlation is undefined.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length: {x.shape} vs {y.shape}")
+    if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan
+    # Centring first avoids the cancellation of the textbook Σxy - n x̄ȳ form.
+    dx = x - x.mean()
+    dy = y - y.mean()
+    denominator = math.sqrt(float(np.dot(dx, dx)) * float(np.dot(dy, dy)))
+    if denominator == 0.0:
+        return math.nan
+    # Round-off can push |r| a hair past 1 for perfectly correlated samples.
+    return float(np.clip(np.dot(dx, dy) / denominator, -1.0, 1.0))
+
+
+def _check_lists(predictions, targets, masks):
+    """Validate matching per-configuration lists; return them as float64 / bool arrays."""
+    if not (len(predictions) == len(targets) == len(masks)):
+        raise ValueError(
+            f"need one entry per configuration, got {len(predictions)} predictions, "
+            f"{len(targets)} targets, {len(masks)} masks"
+        )
+    if len(predictions) == 0:
+        raise ValueError("no configurations given")
+    preds, targs, msks = [], [], []
+    for k, (p, t, m) in enumerate(zip(predictions, targets, masks)):
+        p = np.asarray(p, dtype=np.float64)
+        t = np.asarray(t, dtype=np.float64)
+        m = np.asarray(m, dtype=bool)
+        if p.ndim == 1:
+            p = p[:, None]
+        if t.ndim == 1:
+            t = t[:, None]
+        if p.shape != t.shape or m.shape != (p.shape[0],):
+            raise ValueError(
+                f"configuration {k}: prediction {p.shape}, target {t.shape} and "
+                f"mask {m.shape} do not match"
+            )
+        preds.append(p)
+        targs.append(t)
+        msks.append(m)
+    n_times = {p.shape[1] for p in preds}
+    if len(n_times) != 1:
+        raise ValueError(f"configurations disagree on the number of time scales: {n_times}")
+    return preds, targs, msks
+
+
+def pcc_table(predictions, targets, masks) -> dict:
+    """Pearson correlations per time scale over masked particles.
+
+    predictions, targets: lists over configurations of [N_k, T] float.
+    masks: list of [N_k] bool selecting the scored particles.
+
+    Returns a dict with
+      'pcc_mean': [T] float64, mean over configurations of the per-configuration
+                  correlation (configurations where it is nan are skipped; nan
+                  if all are);
+      'pcc_all':  [T] float64, correlation of all masked particles of all
+                  configurations pooled together.
+    """
+    preds, targs, msks = _check_lists(predictions, targets, masks)
+    n_times = preds[0].shape[1]
+    pooled_pred = np.concatenate([p[m] for p, m in zip(preds, msks)])
+    pooled_targ = np.concatenate([t[m] for t, m in zip(targs, msks)])
+
+    pcc_mean = np.full(n_times, np.nan)
+    pcc_all = np.full(n_times, np.nan)
+    for t in range(n_times):
+        per_config = np.array(
+            [pearson(p[m, t], y[m, t]) for p, y, m in zip(preds, targs, msks)]
+        )
+        finite = np.isfinite(per_config)
+        if finite.any():
+            pcc_mean[t] = per_config[finite].mean()
+        pcc_all[t] = pearson(pooled_pred[:, t], pooled_targ[:, t])
+    return {"pcc_mean": pcc_mean, "pcc_all": pcc_all}
+
+
+def fit_linear_baseline(features, targets, masks):
+    """Least-squares line y_t ≈ a_t x + b_t per time scale, over masked particles.
+
+    features: list of [N_k] float, a scalar per-particle descriptor (e.g. |d_i|, σ).
+    targets: list of [N_k, T] float.  masks: list of [N_k] bool.
+    Returns (slope [T] float64, intercept [T] float64).
+    Raises ValueError if the pooled masked feature is constant (no line fits).
+    """
+    _, targs, msks = _check_lists(targets, targets, masks)
+    feats = [np.asarray(f, dtype=np.float64).reshape(-1) for f in features]
+    if len(feats) != len(targs):
+        raise ValueError(f"{len(feats)} feature arrays for {len(targs)} configurations")
+    for k, (f, t) in enumerate(zip(feats, targs)):
+        if f.shape[0] != t.shape[0]:
+            raise ValueError(f"configuration {k}: {f.shape[0]} features for {t.shape[0]} particles")
+    x = np.concatenate([f[m] for f, m in zip(feats, msks)])
+    y = np.concatenate([t[m] for t, m in zip(targs, msks)])
+    if x.size < 2 or np.all(x == x[0]):
+        raise ValueError("the masked feature is constant; a line cannot be fitted")
+    # Closed-form simple regression on centred data: same minimiser as a
+    # degree-1 polynomial fit, vectorised over time scales.
+    dx = x - x.mean()
+    slope = dx @ (y - y.mean(axis=0)) / (dx @ dx)
+    intercept = y.mean(axis=0) - slope * x.mean()
+    return slope, intercept
+
+
+def predict_linear_baseline(features, slope, intercept):
+    """Evaluate the fitted lines on every particle.
+
+    features: list of [N_k] float.  slope, intercept: [T] float.
+    Returns a list of [N_k, T] float64 predictions.
+    """
+    slope = np.asarray(slope, dtype=np.float64).reshape(-1)
+    intercept = np.asarray(intercept, dtype=np.float64).reshape(-1)
+    return [
+        np.asarray(f, dtype=np.float64).reshape(-1, 1) * slope + intercept
+        for f in features
+    ]
+
+
+def atomic_write(path, data) -> None:
+    """Write ``data`` (str or bytes) to ``path`` via a temporary file in the same directory.
+
+    os.replace is atomic on one filesystem, so readers see the old or the new
+    file, never a partial one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        # mkstemp creates the file private (0600); give it the permissions an
+        # ordinary open() would, honouring the process umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_pcc_csv(path, rows: Iterable[dict]) -> None:
+    """Write Pcc rows to a CSV file with header ``model,time,pcc_mean,pcc_all``.
+
+    rows: dicts with keys model (str), time (float, LJ time units),
+    pcc_mean and pcc_all (float, may be nan). Floats are written with full
+    precision (repr) so a round trip is exact. The write is atomic.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PCC_CSV_COLUMNS)
+    for row in rows:
+        missing = [c for c in PCC_CSV_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"row {row!r} lacks {missing}")
+        writer.writerow(
+            [str(row["model"])] + [repr(float(row[c])) for c in PCC_CSV_COLUMNS[1:]]
+        )
+    atomic_write(path, buffer.getvalue())
+
+
+def read_pcc_csv(path) -> list[dict]:
+    """Read a file written by ``write_pcc_csv``.
+
+    Returns a list of dicts: model (str), time, pcc_mean, pcc_all (float).
+    """
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != PCC_CSV_COLUMNS:
+            raise ValueError(
+                f"{path}: expected header {','.join(PCC_CSV_COLUMNS)}, got {reader.fieldnames}"
+            )
+        return [
+            {
+                "model": row["model"],
+                "time": float(row["time"]),
+                "pcc_mean": float(row["pcc_mean"]),
+                "pcc_all": float(row["pcc_all"]),
+            }
+            for row in reader
+        ]
+
+
+__all__ = (
+    "pearson",
+    "pcc_table",
+    "fit_linear_baseline",
+    "predict_linear_baseline",
+    "write_pcc_csv",
+    "read_pcc_csv",
+    "atomic_write",
+)

@@ -1,0 +1,29 @@
+"""Evaluate a trained run: Pcc(mean) and Pcc(all) per time scale, with the |d| baseline.
+
+    python -m experiments.evaluate --workdir runs/default
+    python -m experiments.evaluate --workdir runs/ka_dev --data /path/to/other/folder
+
+Without --data the run's own test split is used; with it, every file of that folder.
+Writes pcc.csv and pcc.png.
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a trained run directory")
+    parser.add_argument("--data", default=None, help="folder of GlassBench-layout files to evaluate on")
+    parser.add_argument("--out", default=None, help="where to write pcc.csv and pcc.png")
+    args = parser.parse_args(argv)
+
+    from eignn_jax import dataset, experiment
+    try:
+        experiment.evaluate(args.workdir, data=args.data, out_dir=args.out)
+    except (dataset.DataError, ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
