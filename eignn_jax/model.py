@@ -35,12 +35,17 @@ class ModelConfig:
     num_layers: N_L, interaction layers.
     l_max: highest spherical-harmonic degree of the equivariant features.
     num_bessel: N_b, radial basis functions per structure.
-    r_max: σ, radial basis range; must cover union edges (up to ≈ cutoff + 2 max|d|).
+    r_max: σ, radial basis range. Union edges reach cutoff + |d_i| + |d_j| in the other
+      structure: ≈ 2.3 at T = 0.44, but up to ≈ 2.9 for a few (≈ 0.3 %) edges at T = 0.64,
+      whose basis in that structure is then zero.
     aggregation: 'sum' (paper) or 'mean' (public code) over neighbours.
     gate: 'sigmoid' (paper) or 'silu' (public code) on the per-ℓ message gates.
     variant: 'full'; 'no_alpha0' (ablation A: no α⁰); 'invariant' (ablation B: no equivariant
       features at all, |d_i| kept as a scalar input).
     edge_length_change: also feed |r^equi_ij| − |r^init_ij| to the edge features (public code).
+    harmonics_parity: 'polar' (correct: Y^ℓ of a displacement has parity (−1)^ℓ) or 'even'
+      (as the public code declares them; then the model is invariant only under proper
+      rotations, not under inversion).
     num_outputs: T, one prediction per time scale.
     scales: input shifts and scales of E_i and |d_i|, fitted on the training set.
     """
@@ -54,6 +59,7 @@ class ModelConfig:
     gate: str = "sigmoid"
     variant: str = "full"
     edge_length_change: bool = False
+    harmonics_parity: str = "polar"
     num_outputs: int = 10
     scales: FeatureScales = FeatureScales()
 
@@ -62,13 +68,16 @@ class ModelConfig:
             raise ValueError(f"aggregation must be 'sum' or 'mean', got {self.aggregation!r}")
         if self.gate not in ("sigmoid", "silu"):
             raise ValueError(f"gate must be 'sigmoid' or 'silu', got {self.gate!r}")
+        if self.harmonics_parity not in ("polar", "even"):
+            raise ValueError(f"harmonics_parity must be 'polar' or 'even', got {self.harmonics_parity!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
 
 
-def polar_irreps(l_max: int) -> e3nn.Irreps:
-    """Irreps of the spherical harmonics of a polar vector: 0e + 1o + 2e + …"""
-    return e3nn.Irreps([(1, (l, (-1) ** l)) for l in range(l_max + 1)])
+def harmonic_irreps(l_max: int, parity: str = "polar") -> e3nn.Irreps:
+    """Irreps of the spherical harmonics of a polar vector, 0e + 1o + 2e + … ('polar'),
+    or all declared even, 0e + 1e + 2e + … ('even')."""
+    return e3nn.Irreps([(1, (l, (-1) ** l if parity == "polar" else 1)) for l in range(l_max + 1)])
 
 
 def degree_projector(l_max: int) -> np.ndarray:
@@ -181,7 +190,7 @@ class InteractionLayer(nn.Module):
             invariants = [edge_features]
             new_h_eq = None
         else:
-            irreps = polar_irreps(l_max)
+            irreps = harmonic_irreps(l_max, cfg.harmonics_parity)
             projector = jnp.asarray(degree_projector(l_max), h.dtype)          # [D, L+1]
             # 1. Equivariant message passing: one gate per degree scales Y^ℓ(r̂_ij).
             gates = MLP([width, l_max + 1], name="gates")(
@@ -262,7 +271,8 @@ class EIGNN(nn.Module):
         if cfg.variant == "invariant":
             h_eq = edge_harmonics = None
         else:
-            irreps = polar_irreps(cfg.l_max)
+            # Computed as what they are (polar); 'even' only changes how layers declare them.
+            irreps = harmonic_irreps(cfg.l_max)
             # A particle sitting exactly at its equilibrium position has no direction:
             # e3nn maps the zero vector to Y = (1, 0, …), i.e. only the ℓ = 0 part survives.
             h_eq = e3nn.spherical_harmonics(irreps, disp, normalize=True, normalization="norm").array

@@ -169,7 +169,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     if restored is not None:
         state, saved = restored
         start_epoch = saved["epoch"] + 1
-        log(f"resuming from the checkpoint of epoch {saved['epoch']} (step {int(state.step)})")
+        log(f"resuming after epoch {saved['epoch'] + 1} (step {int(state.step)})")
 
     train_step = make_train_step(model, optimizer)
     predict_step = make_predict_step(model)

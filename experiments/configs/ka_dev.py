@@ -16,5 +16,5 @@ def get_config() -> ExperimentConfig:
         name="EIGNN",
         data=DataConfig(path=str(DEV_DATA), n_train=24, n_test=8, split_seed=0),
         model=ModelConfig(width=32, num_layers=7, l_max=2),
-        train=TrainConfig(epochs=30, lr_decay_epochs=(15, 21, 27)),
+        train=TrainConfig(epochs=50, lr_decay_epochs=(25, 35, 45)),
     )
