@@ -33,7 +33,11 @@ def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path
         return (train[: data.n_train] if data.n_train else train), (test[: data.n_test] if data.n_test else test)
     files = dataset.list_configurations(root)
     n_test = data.n_test or len(files) - data.n_train
-    return dataset.split_paths(files, data.n_train, n_test, data.split_seed)
+    try:
+        return dataset.split_paths(files, data.n_train, n_test, data.split_seed)
+    except ValueError as error:
+        raise ValueError(f"{root}: cannot split {len(files)} files into {data.n_train} train "
+                         f"and {n_test} test: {error}") from error
 
 
 def _graph_features(graphs) -> list[np.ndarray]:
@@ -74,7 +78,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         "test_files": [str(p) for p in test_files],
     }
     saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
-    if saved is not None and saved["config"] != metadata["config"]:
+    # Compared in JSON form: tuples come back from a checkpoint as lists.
+    if saved is not None and saved["config"] != json.loads(json.dumps(metadata["config"])):
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
     (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
     training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log)

@@ -1,0 +1,87 @@
+"""Entry points and configs, end to end on a few embedded files with a tiny model."""
+
+import csv
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from eignn_jax import config as config_lib, experiment
+from experiments import evaluate as evaluate_main, train as train_main
+from experiments.common import load_config
+from tests.conftest import DEFAULT_DATA
+
+TINY = ["model.width=8", "model.num_layers=1", "train.epochs=2", "train.lr_decay_epochs=[1]",
+        "data.n_train=3", "data.n_test=2"]
+
+
+@pytest.mark.parametrize("name", ["default", "ka_dev", "glassbench_inh", "glassbench_cage"])
+def test_configs_round_trip_through_json(name):
+    config = load_config(name, [])
+    assert config_lib.from_dict(config_lib.ExperimentConfig, config_lib.to_dict(config)) == config
+
+
+def test_overrides():
+    config = load_config("default", ["model.width=64", "train.lr_decay_epochs=[5, 8]",
+                                     "graph.equilibrium=cage", "name=mine"])
+    assert config.model.width == 64 and config.train.lr_decay_epochs == (5, 8)
+    assert config.graph.equilibrium == "cage" and config.name == "mine"
+    with pytest.raises(SystemExit, match="unknown config key"):
+        load_config("default", ["model.widht=3"])
+    with pytest.raises(SystemExit, match="variant"):
+        load_config("default", ["model.variant=nonsense"])
+    with pytest.raises(SystemExit, match="unknown config"):
+        load_config("no_such_config", [])
+
+
+def test_glassbench_cage_protocol_uses_files_with_cage_states():
+    config = load_config("glassbench_cage", [])
+    assert config.graph.equilibrium == "cage"
+    assert (config.data.n_train, config.data.n_test) == (100, 100)
+
+
+def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    train_main.main(["--config", "default", "--workdir", str(workdir)] + [f"--set={s}" for s in TINY])
+    output = capsys.readouterr().out
+    assert "Pcc(all)" in output and "|d| line" in output
+    with open(workdir / "pcc.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["model", "time", "pcc_mean", "pcc_all"]
+    assert {r["model"] for r in rows} == {"EIGNN", experiment.BASELINE_NAME}
+    assert len(rows) == 2 * 8
+    assert all(np.isfinite(float(r["pcc_all"])) for r in rows)
+    assert (workdir / "pcc.png").stat().st_size > 1000
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # Transfer: every file of another GlassBench-layout folder.
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in sorted(DEFAULT_DATA.glob("*.npz"))[:2]:
+        shutil.copy(path, other)
+    evaluate_main.main(["--workdir", str(workdir), "--data", str(other)])
+    assert (workdir / "eval_other" / "pcc.csv").exists()
+
+    # Re-running a finished run resumes (nothing left to do) and gives the same table.
+    train_main.main(["--config", "default", "--workdir", str(workdir)] + [f"--set={s}" for s in TINY])
+    with open(workdir / "pcc.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    args = ["--config", "default", "--workdir", str(workdir), "--no-eval"] + [f"--set={s}" for s in TINY]
+    train_main.main(args)
+    with pytest.raises(SystemExit, match="different config"):
+        train_main.main(args + ["--set=model.width=12"])
+
+
+def test_bad_data_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "N10_1.npz").write_text("not a numpy file")
+    with pytest.raises(SystemExit, match="N10_1.npz"):
+        train_main.main(["--config", "default", "--workdir", str(tmp_path / "run"),
+                         f"--set=data.path={tmp_path}", "--set=data.n_train=1", "--set=data.n_test=0"])
+    with pytest.raises(SystemExit, match="cannot split 1 files"):
+        train_main.main(["--config", "default", "--workdir", str(tmp_path / "run"),
+                         f"--set=data.path={tmp_path}", "--set=data.n_train=3"])
