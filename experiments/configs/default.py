@@ -18,5 +18,5 @@ def get_config() -> ExperimentConfig:
         name="EIGNN",
         data=DataConfig(path=str(DEFAULT_DATA), n_train=8, n_test=4, split_seed=0),
         model=ModelConfig(width=32, num_layers=3),
-        train=TrainConfig(epochs=12, lr_decay_epochs=(8, 10), learning_rate=2e-3),
+        train=TrainConfig(epochs=20, lr_decay_epochs=(12, 16), learning_rate=2e-3),
     )
