@@ -22,12 +22,15 @@ class DataConfig:
       for n_test); with ``train/``/``test/`` folders, the first n_train / n_test of each
       (0 = all).
     split_seed: seed of the random split.
+    n_validation: training files held out (seeded) to pick the best epoch by validation
+      loss; 0 keeps all for training and evaluates the last epoch.
     """
 
     path: str = ""
     n_train: int = 0
     n_test: int = 0
     split_seed: int = 0
+    n_validation: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

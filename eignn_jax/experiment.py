@@ -62,8 +62,14 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     times = dataset.load_configuration(train_files[0], require=("md_prop",)).times
     log(f"{config.name}: {len(train_files)} train / {len(test_files)} test configurations from "
         f"{config.data.path}, {len(times)} time scales")
+    validation_files = []
+    if config.data.n_validation:
+        train_files, validation_files = dataset.split_paths(
+            train_files, len(train_files) - config.data.n_validation, config.data.n_validation,
+            config.data.split_seed)
     cache = workdir / "graph_cache"
     train_graphs = graph_lib.load_graphs(train_files, config.graph, cache, progress=True)
+    validation_graphs = graph_lib.load_graphs(validation_files, config.graph, cache, progress=True)
     test_graphs = graph_lib.load_graphs(test_files, config.graph, cache, progress=True)
 
     model_config = dataclasses.replace(
@@ -75,6 +81,7 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         "times": [float(t) for t in times],
         "baseline": {"slope": [float(x) for x in slope], "intercept": [float(x) for x in intercept]},
         "train_files": [str(p) for p in train_files],
+        "validation_files": [str(p) for p in validation_files],
         "test_files": [str(p) for p in test_files],
     }
     saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
@@ -82,7 +89,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     if saved is not None and saved["config"] != json.loads(json.dumps(metadata["config"])):
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
     (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
-    training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log)
+    training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log,
+                   validation_graphs=validation_graphs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +101,11 @@ class TrainedRun:
 
 
 def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
-    """The latest checkpoint of a run, with its config (parameters only, no optimiser)."""
+    """The run's best-on-validation checkpoint if it has one, else its latest, with its config."""
     workdir = pathlib.Path(workdir)
-    manager = checkpointing.CheckpointManager(workdir / "checkpoints")
+    manager = checkpointing.CheckpointManager(workdir / "best")
+    if manager.latest_step() is None:
+        manager = checkpointing.CheckpointManager(workdir / "checkpoints")
     metadata = manager.restore_metadata()
     if metadata is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
@@ -132,6 +142,8 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     """
     workdir = pathlib.Path(workdir)
     run = load_trained(workdir)
+    selected = "lowest validation loss" if "validation_loss" in run.metadata else "last epoch"
+    log(f"evaluating the checkpoint of epoch {run.metadata['epoch'] + 1} ({selected})")
     if data is None:
         files = [pathlib.Path(p) for p in run.metadata["test_files"]]
         out_dir = pathlib.Path(out_dir) if out_dir else workdir

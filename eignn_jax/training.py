@@ -149,15 +149,19 @@ def pcc_summary(predictions, graphs) -> dict:
 
 def train(model_config: ModelConfig, train_config: TrainConfig,
           train_graphs: Sequence[jraph.GraphsTuple], test_graphs: Sequence[jraph.GraphsTuple],
-          workdir: pathlib.Path, metadata: dict, log: Callable[[str], None] = print) -> TrainState:
+          workdir: pathlib.Path, metadata: dict, log: Callable[[str], None] = print,
+          validation_graphs: Sequence[jraph.GraphsTuple] = ()) -> TrainState:
     """Trains, checkpointing every epoch; a run interrupted at any point resumes where it stopped.
 
     metadata: JSON-serialisable description of the run, saved with every checkpoint.
+    validation_graphs: if given, the epoch with the lowest validation loss is also kept in
+      ``workdir/best`` (model selection never looks at the test graphs, which are only logged).
     Writes one JSON line of metrics per epoch to ``workdir/metrics.jsonl`` and to ``log``.
     """
     workdir = pathlib.Path(workdir)
     model = EIGNN(model_config)
-    budget = graph_lib.padding_budget(list(train_graphs) + list(test_graphs), train_config.batch_size)
+    budget = graph_lib.padding_budget(
+        list(train_graphs) + list(test_graphs) + list(validation_graphs), train_config.batch_size)
     steps_per_epoch = -(-len(train_graphs) // train_config.batch_size)
     optimizer = make_optimizer(train_config, steps_per_epoch)
     example = next(graph_lib.batches(train_graphs, budget, train_config.batch_size))
@@ -170,6 +174,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
         state, saved = restored
         start_epoch = saved["epoch"] + 1
         log(f"resuming after epoch {saved['epoch'] + 1} (step {int(state.step)})")
+
+    best_manager = checkpointing.CheckpointManager(workdir / "best", 1) if validation_graphs else None
+    best_saved = best_manager.restore_metadata() if best_manager else None
+    best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
     train_step = make_train_step(model, optimizer)
     predict_step = make_predict_step(model)
@@ -199,6 +207,12 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
             "train_step_compilations": train_step.traces,
             "test_pcc_all": pcc_summary(predictions, test_graphs)["pcc_all"] if test_graphs else None,
         }
+        if validation_graphs:
+            _, validation_loss = predict_graphs(predict_step, state.params, validation_graphs, budget)
+            record["validation_loss"] = round(validation_loss, 5)
+            if validation_loss < best_loss:
+                best_loss = validation_loss
+                best_manager.save(epoch, state, {**metadata, "epoch": epoch, "validation_loss": validation_loss})
         if sys.stderr.isatty():
             print("\r", end="", file=sys.stderr)
         # Checkpoint first: a run killed between the two lines redoes no epoch and logs none twice.
@@ -207,4 +221,6 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
             f.write(json.dumps(record) + "\n")
         log(json.dumps(record))
     manager.close()
+    if best_manager:
+        best_manager.close()
     return state

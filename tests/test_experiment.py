@@ -1,6 +1,7 @@
 """Entry points and configs, end to end on a few embedded files with a tiny model."""
 
 import csv
+import json
 import dataclasses
 import shutil
 
@@ -13,7 +14,7 @@ from experiments.common import load_config
 from tests.conftest import DEFAULT_DATA
 
 TINY = ["model.width=8", "model.num_layers=1", "train.epochs=2", "train.lr_decay_epochs=[1]",
-        "data.n_train=3", "data.n_test=2"]
+        "data.n_train=4", "data.n_test=2", "data.n_validation=1"]
 
 
 @pytest.mark.parametrize("name", ["default", "ka_dev", "glassbench_inh", "glassbench_cage"])
@@ -46,6 +47,10 @@ def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, c
     train_main.main(["--config", "default", "--workdir", str(workdir)] + [f"--set={s}" for s in TINY])
     output = capsys.readouterr().out
     assert "Pcc(all)" in output and "|d| line" in output
+    assert "(lowest validation loss)" in output
+    assert (workdir / "best").is_dir()
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert all("validation_loss" in r for r in records)
     with open(workdir / "pcc.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["model", "time", "pcc_mean", "pcc_all"]
