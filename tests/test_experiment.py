@@ -90,3 +90,20 @@ def test_bad_data_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="cannot split 1 files"):
         train_main.main(["--config", "default", "--workdir", str(tmp_path / "run"),
                          f"--set=data.path={tmp_path}", "--set=data.n_train=3"])
+
+
+def test_compare_merges_runs_and_refuses_conflicting_baselines(tmp_path, capsys):
+    from eignn_jax import metrics
+    from experiments import compare
+    baseline = [{"model": "|d| line", "time": 1.0, "pcc_mean": 0.3, "pcc_all": 0.31}]
+    for name, value in (("a", 0.5), ("b", 0.4)):
+        (tmp_path / name).mkdir()
+        metrics.write_pcc_csv(tmp_path / name / "pcc.csv",
+                              [{"model": name, "time": 1.0, "pcc_mean": value, "pcc_all": value}] + baseline)
+    compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")])
+    rows = metrics.read_pcc_csv(tmp_path / "both" / "pcc.csv")
+    assert sorted(r["model"] for r in rows) == ["a", "b", "|d| line"]
+    assert (tmp_path / "both" / "pcc.png").exists()
+    metrics.write_pcc_csv(tmp_path / "b" / "pcc.csv", [dict(baseline[0], pcc_all=0.2)])
+    with pytest.raises(SystemExit, match="differs"):
+        compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")])
