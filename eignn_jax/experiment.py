@@ -76,9 +76,13 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         config.model, num_outputs=len(times), scales=graph_lib.fit_feature_scales(train_graphs))
     config = dataclasses.replace(config, model=model_config)
     slope, intercept = metrics.fit_linear_baseline(_graph_features(train_graphs), *_targets(train_graphs))
+    masked_targets = np.concatenate([g.nodes["targets"][g.nodes["target_mask"]] for g in train_graphs])
     metadata = {
         "config": to_dict(config),
         "times": [float(t) for t in times],
+        # The model predicts standardised propensities; these map them back to σ for users.
+        "target_mean": [float(x) for x in masked_targets.mean(0)],
+        "target_std": [float(x) for x in masked_targets.std(0)],
         "baseline": {"slope": [float(x) for x in slope], "intercept": [float(x) for x in intercept]},
         "train_files": [str(p) for p in train_files],
         "validation_files": [str(p) for p in validation_files],
