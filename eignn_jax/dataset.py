@@ -26,10 +26,11 @@ import dataclasses
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from eignn_jax import files
 
 __all__ = [
     "DENSITY",
@@ -525,21 +526,7 @@ def write_configuration(path: str | os.PathLike, config: Configuration) -> None:
             path, _KEY_TIMES, "times differ from the GlassBench defaults; set times_stored=True"
         )
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # A file object (not a name) stops numpy from appending ".npz" to the temp name.
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file private (0600); data files are meant to be shared.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    files.atomic_savez(path, arrays)
 
 
 # ----------------------------------------------------------------------------

@@ -24,15 +24,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
-import tempfile
 from typing import Sequence
 
 import jraph
 import numpy as np
 
-from eignn_jax import dataset, neighbours, potential
+from eignn_jax import dataset, files, neighbours, potential
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,15 +114,7 @@ def _save_graph(path: pathlib.Path, graph: jraph.GraphsTuple) -> None:
     arrays.update(senders=graph.senders, receivers=graph.receivers,
                   n_node=graph.n_node, n_edge=graph.n_edge)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so an interrupted run never leaves half a cache file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.atomic_savez(path, arrays)
 
 
 def _load_graph(path: pathlib.Path) -> jraph.GraphsTuple:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from typing import Iterable
 
 import numpy as np
+
+from eignn_jax import files
 
 PCC_CSV_COLUMNS = ("model", "time", "pcc_mean", "pcc_all")
 
@@ -149,31 +149,6 @@ def predict_linear_baseline(features, slope, intercept):
     ]
 
 
-def atomic_write(path, data) -> None:
-    """Write ``data`` (str or bytes) to ``path`` via a temporary file in the same directory.
-
-    os.replace is atomic on one filesystem, so readers see the old or the new
-    file, never a partial one.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        # mkstemp creates the file private (0600); give it the permissions an
-        # ordinary open() would, honouring the process umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_pcc_csv(path, rows: Iterable[dict]) -> None:
     """Write Pcc rows to a CSV file with header ``model,time,pcc_mean,pcc_all``.
 
@@ -191,7 +166,7 @@ def write_pcc_csv(path, rows: Iterable[dict]) -> None:
         writer.writerow(
             [str(row["model"])] + [repr(float(row[c])) for c in PCC_CSV_COLUMNS[1:]]
         )
-    atomic_write(path, buffer.getvalue())
+    files.atomic_write(path, buffer.getvalue())
 
 
 def read_pcc_csv(path) -> list[dict]:
@@ -223,5 +198,4 @@ __all__ = (
     "predict_linear_baseline",
     "write_pcc_csv",
     "read_pcc_csv",
-    "atomic_write",
 )

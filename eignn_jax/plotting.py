@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eignn_jax.metrics import atomic_write
+from eignn_jax.files import atomic_write
 
 
 def _rows_by_model(rows: Iterable[dict]) -> dict:

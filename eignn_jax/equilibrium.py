@@ -1,0 +1,85 @@
+"""Equilibrium structures for configurations that lack them: inherent structures and cage states.
+
+Glue between the file layout (:mod:`eignn_jax.dataset`) and the physics
+(:mod:`eignn_jax.minimise` for FIRE inherent structures, :mod:`eignn_jax.cage` for cage
+states). Results are stored wrapped into the box, [−L/2, L/2), in float64, like the
+positions of GlassBench files but without rounding the minimum away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import re
+
+import jax
+import numpy as np
+
+from eignn_jax import dataset
+
+KINDS = ("inherent", "cage")
+_TEMPERATURE_IN_NAME = re.compile(r"T(\d+(?:\.\d+)?)_")
+
+
+def wrap(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """[N, 3] positions → the same points wrapped into [−L/2, L/2) per axis."""
+    return positions - box * np.floor(positions / box + 0.5)
+
+
+def temperature_of(path: pathlib.Path | str) -> float | None:
+    """The temperature of a file from ``meta.json`` beside it (key ``T``) or its name (``…T0.44_7.npz``)."""
+    path = pathlib.Path(path)
+    meta = path.parent / "meta.json"
+    if meta.exists():
+        try:
+            value = json.loads(meta.read_text()).get("T")
+        except json.JSONDecodeError as error:
+            raise dataset.DataError(meta, "T", f"meta.json is not valid JSON ({error})") from error
+        if value is not None:
+            return float(value)
+    match = _TEMPERATURE_IN_NAME.search(path.name)
+    return float(match.group(1)) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class EquilibriumReport:
+    """What one computation did, for progress lines and logs."""
+
+    kind: str
+    seconds: float
+    summary: dict
+
+
+def compute(config: dataset.Configuration, kind: str, *, temperature: float | None = None,
+            seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Equilibrium positions [N, 3] float64 (σ, wrapped) of ``kind`` and a summary dict.
+
+    temperature: required for cage states (the Monte Carlo runs at the configuration's T).
+    """
+    if kind == "inherent":
+        from eignn_jax import minimise
+        result = minimise.inherent_structure(config.positions, config.types, config.box)
+        summary = {"energy_per_particle": result.energy_per_particle, "max_force": result.max_force,
+                   "iterations": result.iterations}
+    elif kind == "cage":
+        from eignn_jax import cage
+        if temperature is None:
+            raise ValueError(f"{config.path}: a cage state needs the temperature: pass --temperature, "
+                             "or keep a meta.json with key T beside the file")
+        result = cage.cage_state(config.positions, config.types, config.box,
+                                 cage.CageConfig(temperature=temperature, seed=seed),
+                                 key=jax.random.PRNGKey(seed))
+        summary = {"acceptance": result.acceptance, "sweeps": result.sweeps,
+                   "rejected_cage_moves": result.rejected_cage_moves}
+    else:
+        raise ValueError(f"unknown equilibrium kind {kind!r}; expected one of {KINDS}")
+    return wrap(np.asarray(result.positions, np.float64), config.box), summary
+
+
+def with_equilibrium(config: dataset.Configuration, kind: str, positions: np.ndarray) -> dataset.Configuration:
+    return dataclasses.replace(config, **{kind: positions})
+
+
+def has_equilibrium(config: dataset.Configuration, kind: str) -> bool:
+    return (config.inherent if kind == "inherent" else config.cage) is not None
