@@ -196,3 +196,58 @@ def format_table(rows: Sequence[dict]) -> str:
             lines.append(label.ljust(name_width) + "".join(
                 f"{lookup[(model, t)][metric]:8.3f}" for t in times))
     return "\n".join(lines)
+
+
+def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | str],
+                  out_dir: pathlib.Path | str, *, temperature: float | None = None,
+                  log: Callable[[str], None] = print) -> list[pathlib.Path]:
+    """Raw configurations → per-particle propensities at every trained time scale.
+
+    Equilibrium positions of the kind the run was trained with are computed when a file
+    lacks them. For each input ``name.npz`` writes ``out_dir/name.npz`` (keys ``types``,
+    ``initial_positions``, the equilibrium positions used, ``predicted_propensity`` [T, N]
+    in σ, ``predicted_standardised`` [T, N], ``times``, ``box``) and ``out_dir/name.xyz``
+    (extended XYZ: species, positions, displacement to equilibrium, one column per time
+    ``prop_0 … prop_{T−1}``; the times are listed in the header). Returns the npz paths.
+    """
+    from eignn_jax import equilibrium, files, xyz
+    run = load_trained(workdir)
+    kind = run.config.graph.equilibrium
+    times = np.asarray(run.metadata["times"])
+    mean = np.asarray(run.metadata["target_mean"])
+    std = np.asarray(run.metadata["target_std"])
+    predict_step = training.make_predict_step(EIGNN(run.config.model))
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, path in enumerate(paths):
+        path = pathlib.Path(path)
+        config = dataset.load_configuration(path)
+        if not equilibrium.has_equilibrium(config, kind):
+            positions, summary = equilibrium.compute(
+                config, kind, temperature=temperature if temperature is not None else equilibrium.temperature_of(path))
+            config = equilibrium.with_equilibrium(config, kind, positions)
+            log(f"{path.name}: computed the {kind} structure {json.dumps(summary)}")
+        g = graph_lib.build_graph(config, run.config.graph)
+        n = config.n_particles
+        # Labels are not needed to predict; zero targets keep the step's shapes.
+        g = g._replace(nodes={**g.nodes, "targets": np.zeros((n, len(times)), np.float32)})
+        [standardised], _ = training.predict_graphs(predict_step, run.params, [g],
+                                                    graph_lib.padding_budget([g]))
+        propensity = standardised * std + mean                                # [N, T], σ
+        target = out_dir / path.name
+        files.atomic_savez(target, {
+            "types": np.asarray(config.types), "initial_positions": np.asarray(config.positions),
+            f"initial_positions_{kind}": np.asarray(config.equilibrium(kind)),
+            "predicted_propensity": propensity.T.astype(np.float32),
+            "predicted_standardised": standardised.T.astype(np.float32),
+            "times": times.astype(np.float32), "box": np.asarray(config.box)})
+        xyz.write_extended_xyz(
+            target.with_suffix(".xyz"), config.types, config.positions, config.box,
+            {"disp": g.nodes["displacements"],
+             **{f"prop_{t}": propensity[:, t] for t in range(len(times))}},
+            info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
+                  "equilibrium": kind})
+        written.append(target)
+        log(f"[{k + 1}/{len(paths)}] {path.name} → {target} and {target.with_suffix('.xyz').name}")
+    return written
