@@ -46,6 +46,8 @@ class ModelConfig:
     harmonics_parity: 'polar' (correct: Y^ℓ of a displacement has parity (−1)^ℓ) or 'even'
       (as the public code declares them; then the model is invariant only under proper
       rotations, not under inversion).
+    decoder_dropout: dropout rate on the decoder's hidden features during training (the
+      public code uses 0.3; the paper states none).
     num_outputs: T, one prediction per time scale.
     scales: input shifts and scales of E_i and |d_i|, fitted on the training set.
     """
@@ -60,6 +62,7 @@ class ModelConfig:
     variant: str = "full"
     edge_length_change: bool = False
     harmonics_parity: str = "polar"
+    decoder_dropout: float = 0.0
     num_outputs: int = 10
     scales: FeatureScales = FeatureScales()
 
@@ -228,7 +231,8 @@ class EIGNN(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, graph: jraph.GraphsTuple) -> jax.Array:
+    def __call__(self, graph: jraph.GraphsTuple, train: bool = False) -> jax.Array:
+        """train: enables dropout (then a 'dropout' PRNG stream must be given to apply)."""
         cfg = self.config
         nodes = graph.nodes
         n_node_total = nodes["positions"].shape[0]
@@ -285,4 +289,6 @@ class EIGNN(nn.Module):
         # Decoder: one more invariant pass, then one output per time scale.
         pair = jnp.concatenate([h[r], h[r] - h[s]], axis=-1)
         h = index.aggregate(MLP([cfg.width, cfg.width], name="decoder_messages")(pair), cfg.aggregation)
+        if cfg.decoder_dropout > 0:
+            h = nn.Dropout(cfg.decoder_dropout, deterministic=not train)(h)
         return MLP([cfg.width, cfg.num_outputs], name="readout")(h)            # [N, T]

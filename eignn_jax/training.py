@@ -101,12 +101,18 @@ class TracedFunction:
         return self._jitted(*args)
 
 
-def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation) -> TracedFunction:
-    """(state, padded graph) → (new state, loss); one compilation per padding budget."""
+def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0) -> TracedFunction:
+    """(state, padded graph) → (new state, loss); one compilation per padding budget.
+
+    Dropout keys are derived from ``seed`` and the step number, so a resumed run draws
+    the same masks as an uninterrupted one.
+    """
 
     def step(state: TrainState, graph: jraph.GraphsTuple):
+        dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+
         def loss_fn(params):
-            predictions = model.apply(params, graph)
+            predictions = model.apply(params, graph, train=True, rngs={"dropout": dropout_key})
             return standardised_mse(predictions, graph.nodes["targets"], graph.nodes["target_mask"])
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -179,7 +185,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
-    train_step = make_train_step(model, optimizer)
+    train_step = make_train_step(model, optimizer, train_config.seed)
     predict_step = make_predict_step(model)
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]

@@ -105,3 +105,15 @@ def test_interrupted_training_resumes_to_the_same_result(default_files, tmp_path
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
+
+
+def test_decoder_dropout_acts_in_training_only(real_graph):
+    config = small_model_config([real_graph], decoder_dropout=0.5)
+    model = EIGNN(config)
+    padded = graph_lib.pad_graph(real_graph, graph_lib.padding_budget([real_graph]))
+    params = model.init(jax.random.PRNGKey(0), padded)
+    evaluation = model.apply(params, padded)
+    np.testing.assert_array_equal(evaluation, model.apply(params, padded))
+    a = model.apply(params, padded, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    b = model.apply(params, padded, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+    assert not np.allclose(a, b) and not np.allclose(a, evaluation)
