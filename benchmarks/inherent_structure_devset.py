@@ -1,0 +1,85 @@
+"""Our FIRE inherent structures against the ones shipped with a data set.
+
+    python -m benchmarks.inherent_structure_devset [folder]
+
+Default folder: ``../shared/data/ka3d_T064_N1000`` (the 32-file dev set), else the
+embedded ``eignn_jax/default_data``. For every file, minimises
+``initial_positions`` with the default :class:`eignn_jax.minimise.FireConfig` and
+prints one JSON line: iterations, final max |F| (ε/σ) and whether it is below
+1e-4 (inherent_structure raises otherwise), our energy per particle,
+the shipped ``initial_positions_inherent``'s energy per particle (both with
+``potential.per_particle_energy``), |Δe| and the mean minimum-image distance
+|Δr| (σ) between the two structures. A summary line follows: how many runs
+reached max |F| < 1e-4, how many agree with the shipped energy within 1e-3 ε
+per particle, and the mean |Δr| of those that do not (different minima).
+"""
+
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from eignn_jax import dataset, minimise, potential
+from eignn_jax.neighbours import minimum_image
+
+ENERGY_AGREEMENT = 1e-3  # ε per particle
+FORCE_TOLERANCE = 1e-4  # ε/σ
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CANDIDATES = (_ROOT.parent / "shared" / "data" / "ka3d_T064_N1000", _ROOT / "eignn_jax" / "default_data")
+
+
+def compare(path) -> dict:
+    """Minimise one file's initial positions and compare with its shipped inherent structure."""
+    config = dataset.load_configuration(path)
+    started = time.perf_counter()
+    result = minimise.inherent_structure(config.positions, config.types, config.box)
+    seconds = time.perf_counter() - started
+    ours = float(np.mean(potential.per_particle_energy(result.positions, config.types, config.box)))
+    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
+    shift = minimum_image(result.positions - np.asarray(config.inherent, np.float64), config.box)
+    return {
+        "file": pathlib.Path(path).name,
+        "seconds": round(seconds, 2),
+        "iterations": result.iterations,
+        "float64_iterations": result.float64_iterations,
+        "max_force": float(f"{result.max_force:.4g}"),
+        "converged": bool(result.max_force < FORCE_TOLERANCE),
+        "energy_per_particle": round(ours, 6),
+        "shipped_energy_per_particle": round(shipped, 6),
+        "abs_delta_energy": float(f"{abs(ours - shipped):.3g}"),
+        "mean_abs_delta_r": round(float(np.mean(np.linalg.norm(shift, axis=1))), 4),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1:
+        folder = pathlib.Path(sys.argv[1])
+    else:
+        folder = next(c for c in _CANDIDATES if c.is_dir())
+    rows = []
+    for path in dataset.list_configurations(folder):
+        row = compare(path)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    converged = sum(r["converged"] for r in rows)
+    agree = [r for r in rows if r["abs_delta_energy"] < ENERGY_AGREEMENT]
+    differ = [r for r in rows if r["abs_delta_energy"] >= ENERGY_AGREEMENT]
+    print(json.dumps({
+        "summary": str(folder),
+        "files": len(rows),
+        "converged_below_1e-4": converged,
+        "energy_agrees_within_1e-3": len(agree),
+        "agreeing_files": [r["file"] for r in agree],
+        "mean_abs_delta_r_agreeing": round(float(np.mean([r["mean_abs_delta_r"] for r in agree])), 4) if agree else None,
+        "mean_abs_delta_r_differing": round(float(np.mean([r["mean_abs_delta_r"] for r in differ])), 4) if differ else None,
+        "same_structure_mean_abs_delta_r_below_0.01": sum(r["mean_abs_delta_r"] < 0.01 for r in rows),
+        "median_seconds": round(float(np.median([r["seconds"] for r in rows])), 2),
+        "median_iterations": int(np.median([r["iterations"] for r in rows])),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""FIRE inherent structures: forces, descent, neighbour-list upkeep, a real configuration."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eignn_jax import dataset, minimise, potential
+from eignn_jax.neighbours import minimum_image
+from tests.conftest import DEFAULT_DATA
+
+# A dev configuration on which our FIRE and the shipped (OpenMM, single
+# precision) minimisation end in the same basin; on others they can differ.
+AGREEING_FILE = "N1000T0.64_12.npz"
+
+
+def jittered_lattice(seed, n_side=6, density=1.2, jitter=0.1):
+    """KA 80:20 on a jittered simple-cubic lattice: positions [n³, 3] σ, types [n³], box [3] σ.
+
+    n_side = 6 at density 1.2 gives N = 216 and L = 5.65 σ, just above the
+    2 (2.5 + 0.3) σ the default skin needs.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_side**3
+    box = dataset.box_from_density(n, density)
+    grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    positions = (grid + 0.5) * box / n_side + rng.uniform(-jitter, jitter, size=(n, 3))
+    types = np.ones(n, np.int32)
+    types[rng.choice(n, size=n // 5, replace=False)] = 2
+    return positions, types, box
+
+
+def brute_force(positions, types, box):
+    """Total energy (ε) and forces [N, 3] (ε/σ) in float64 from all minimum-image pairs."""
+    positions = np.asarray(positions, np.float64)
+    vectors = minimum_image(positions[None, :, :] - positions[:, None, :], box)  # [i, j] = x_j - x_i
+    r = np.linalg.norm(vectors, axis=-1)
+    np.fill_diagonal(r, np.inf)
+    ti, tj = types[:, None] - 1, types[None, :] - 1
+    sigma, epsilon = potential.KA_SIGMA[ti, tj], potential.KA_EPSILON[ti, tj]
+    inside = r < 2.5 * sigma
+    energy = 0.5 * np.sum(potential.pair_energy(np.where(inside, r, 10.0),
+                                                np.broadcast_to(types[:, None], r.shape),
+                                                np.broadcast_to(types[None, :], r.shape)))
+    # dV/dr = -24 ε (2 (σ/r)^12 - (σ/r)^6) / r; the force on i is (dV/dr) r̂_ij.
+    sr6 = np.where(inside, (sigma / r) ** 6, 0.0)
+    dvdr = -24.0 * epsilon * (2.0 * sr6 * sr6 - sr6) / r
+    forces = np.sum((dvdr / r)[:, :, None] * vectors, axis=1)
+    return energy, forces
+
+
+def max_force(forces):
+    return float(np.max(np.linalg.norm(forces, axis=1)))
+
+
+def test_forces_are_minus_gradient_and_match_brute_force():
+    positions, types, box = jittered_lattice(seed=1)
+    # Put some particles in other periodic images: the list's shifts must absorb them.
+    rng = np.random.default_rng(2)
+    moved = rng.choice(len(types), size=40, replace=False)
+    positions[moved] += rng.integers(-2, 3, size=(40, 3)) * box
+    reference_energy, reference_forces = brute_force(positions, types, box)
+    assert max_force(reference_forces) > 10.0  # far from a minimum: a demanding comparison
+
+    with jax.enable_x64(True):
+        pairs = minimise.build_neighbour_list(positions, types, box, skin=0.3, capacity=20_000,
+                                              dtype=jnp.float64)
+        x = jnp.asarray(positions, jnp.float64)
+        energy, forces = jax.jit(minimise.ka_energy_and_forces)(x, types, box, pairs)
+        gradient = jax.grad(lambda y: minimise.ka_energy_and_forces(y, types, box, pairs)[0])(x)
+        assert energy.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(forces), -np.asarray(gradient), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(float(energy), reference_energy, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(forces), reference_forces, rtol=0, atol=1e-9)
+
+    # Float32 (the first phase of inherent_structure) agrees to float32 round-off:
+    # coordinates up to ~3 L carry ~2e-6 σ absolute error, which the steep
+    # repulsion at the closest contacts amplifies to a few 1e-5 relative.
+    pairs32 = minimise.build_neighbour_list(positions, types, box, skin=0.3, capacity=20_000)
+    energy32, forces32 = minimise.ka_energy_and_forces(jnp.asarray(positions, jnp.float32),
+                                                       types, box, pairs32)
+    assert forces32.dtype == jnp.float32
+    np.testing.assert_allclose(float(energy32), reference_energy, rtol=1e-5)
+    scale = np.max(np.abs(reference_forces))
+    np.testing.assert_allclose(np.asarray(forces32), reference_forces, rtol=0, atol=1e-4 * scale)
+
+
+def test_overdamped_fire_is_steepest_descent_and_lowers_the_energy_every_step():
+    positions, types, box = jittered_lattice(seed=3)
+    dt = 0.005
+    # Overdamped limit: the velocity is zeroed before every step (infinite
+    # friction). The kick then gives v = dt F, parallel to F, so FIRE's mix
+    # (1 − α) v + α |v| F̂ returns v unchanged for any α, and the step is exactly
+    # steepest descent x ← x + dt² F. P = F·0 = 0 counts as downhill, so dt would
+    # grow after N_min steps; f_inc = 1 and dt_max = dt keep the step fixed.
+    # With dt² times the largest curvature below 2, every step lowers the energy.
+    config = minimise.FireConfig(dt_start=dt, dt_max=dt, f_inc=1.0, alpha_start=1.0, f_alpha=1.0)
+    with jax.enable_x64(True):
+        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000,
+                                              dtype=jnp.float64)
+        parameters = minimise.fire_parameters(config, jnp.float64)
+        box64 = jnp.asarray(box, jnp.float64)
+        state = minimise.init_fire_state(jnp.asarray(positions), types, box64, pairs, config)
+        energy = lambda s: float(minimise.ka_energy_and_forces(s.positions, types, box64, pairs)[0])
+        energies = [energy(state)]
+        for _ in range(60):
+            before = state._replace(velocities=jnp.zeros_like(state.velocities))
+            state = minimise.fire_steps(before, types, box64, pairs, parameters,
+                                        jnp.int32(int(before.iteration) + 1), jnp.float64(0.0))
+            np.testing.assert_allclose(np.asarray(state.positions - before.positions),
+                                       dt * dt * np.asarray(before.forces), rtol=1e-12, atol=1e-15)
+            assert float(state.dt) == dt
+            if bool(state.displaced):
+                # The first steps move the most crowded particles far: renew the
+                # list (and the forces) as inherent_structure would.
+                pairs = minimise.build_neighbour_list(np.asarray(state.positions), types, box,
+                                                      config.skin, 20_000, dtype=jnp.float64)
+                state = minimise.init_fire_state(state.positions, types, box64, pairs, config)
+            energies.append(energy(state))
+    steps = np.diff(energies)
+    assert np.all(steps < 0), f"energy rose at steps {np.flatnonzero(steps >= 0)}"
+    assert energies[-1] < energies[0] - 50.0  # a real descent, not round-off
+
+
+def test_default_fire_converges_checked_independently():
+    positions, types, box = jittered_lattice(seed=4)
+    start_energy, _ = brute_force(positions, types, box)
+    result = minimise.inherent_structure(positions, types, box)
+
+    energy, forces = brute_force(result.positions, types, box)
+    assert max_force(forces) < 1e-4
+    assert result.max_force < 1e-4
+    assert result.positions.dtype == np.float64 and result.positions.shape == positions.shape
+    np.testing.assert_allclose(result.energy_per_particle, energy / len(types), rtol=1e-10)
+    assert energy < start_energy
+    assert result.iterations > result.float64_iterations > 0
+    # Each particle stays in its input image: no displacement near a box length.
+    assert np.max(np.abs(result.positions - positions)) < 0.5 * box[0]
+    # float64 was enabled only inside the call.
+    assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_non_convergence_raises_with_the_force_reached():
+    positions, types, box = jittered_lattice(seed=5)
+    with pytest.raises(minimise.MinimisationError, match=r"max \|F\| = "):
+        minimise.inherent_structure(positions, types, box, minimise.FireConfig(max_iterations=20))
+
+
+def test_needs_rebuild_at_half_the_skin():
+    positions, types, box = jittered_lattice(seed=6)
+    skin = 0.2
+    pairs = minimise.build_neighbour_list(positions, types, box, skin, 20_000)
+    for distance, expected in ((0.49 * skin, False), (0.51 * skin, True)):
+        moved = positions.copy()
+        moved[17] += distance * np.array([0.6, 0.0, 0.8])
+        assert bool(minimise.needs_rebuild(pairs, jnp.asarray(moved, jnp.float32), skin)) is expected
+
+
+def test_fire_steps_stop_when_a_particle_leaves_half_the_skin():
+    positions, types, box = jittered_lattice(seed=7)
+    config = minimise.FireConfig(skin=0.2)
+    pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000)
+    box32 = jnp.asarray(box, jnp.float32)
+    state = minimise.init_fire_state(jnp.asarray(positions, jnp.float32), types, box32, pairs, config)
+    state = minimise.fire_steps(state, types, box32, pairs, minimise.fire_parameters(config),
+                                jnp.int32(10_000), jnp.float32(0.0))
+    assert bool(state.displaced)
+    assert int(state.iteration) < 10_000
+    displacement = np.linalg.norm(np.asarray(state.positions) - positions, axis=1)
+    assert displacement.max() > 0.5 * config.skin
+
+
+def test_minimisation_rebuilds_the_list_and_stays_exact():
+    positions, types, box = jittered_lattice(seed=8)
+    skin = 0.05
+    result = minimise.inherent_structure(positions, types, box, minimise.FireConfig(skin=skin))
+    # Particles travel several half-skins, so the list had to be rebuilt; forces
+    # from a stale list would miss pairs and the independent check would fail.
+    assert np.max(np.linalg.norm(result.positions - positions, axis=1)) > skin
+    assert result.neighbour_rebuilds >= 2
+    _, forces = brute_force(result.positions, types, box)
+    assert max_force(forces) < 1e-4
+
+
+def test_overflow_is_detected_and_capacity_grown():
+    positions, types, box = jittered_lattice(seed=9)
+    with pytest.raises(minimise.NeighbourListOverflow) as overflow:
+        minimise.build_neighbour_list(positions, types, box, 0.3, capacity=100)
+    n_pairs = overflow.value.n_pairs
+    assert n_pairs > 100
+
+    # Padding slots contribute nothing: a roomier list gives the same energy and forces.
+    x = jnp.asarray(positions, jnp.float32)
+    exact = minimise.build_neighbour_list(positions, types, box, 0.3, capacity=n_pairs)
+    roomy = minimise.build_neighbour_list(positions, types, box, 0.3, capacity=2 * n_pairs)
+    np.testing.assert_allclose(minimise.ka_energy_and_forces(x, types, box, exact)[1],
+                               minimise.ka_energy_and_forces(x, types, box, roomy)[1], atol=1e-4)
+
+    result = minimise.inherent_structure(positions, types, box,
+                                         minimise.FireConfig(initial_capacity=100))
+    assert result.capacity_reallocations >= 1
+    assert result.neighbour_capacity > n_pairs * 0.9
+    _, forces = brute_force(result.positions, types, box)
+    assert max_force(forces) < 1e-4
+
+
+def test_real_configuration_reaches_the_shipped_inherent_structure():
+    config = dataset.load_configuration(DEFAULT_DATA / AGREEING_FILE)
+    result = minimise.inherent_structure(config.positions, config.types, config.box)
+
+    _, forces = brute_force(result.positions, config.types, config.box)
+    assert max_force(forces) < 1e-4
+    ours = float(np.mean(potential.per_particle_energy(result.positions, config.types, config.box)))
+    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
+    np.testing.assert_allclose(result.energy_per_particle, ours, rtol=1e-10)
+    assert abs(ours - shipped) < 1e-3
+    assert -7.65 < ours < -7.5
