@@ -46,14 +46,16 @@ def main(argv=None) -> None:
             if not todo:
                 print(f"[{k + 1}/{len(paths)}] {path.name}: already done", flush=True)
                 continue
+            summaries = {}
             for kind in todo:
                 started = time.perf_counter()
                 temperature = args.temperature if args.temperature is not None else equilibrium.temperature_of(path)
                 positions, summary = equilibrium.compute(config, kind, temperature=temperature, seed=args.seed)
                 config = equilibrium.with_equilibrium(config, kind, positions)
-                summary["seconds"] = round(time.perf_counter() - started, 2)
-                print(f"[{k + 1}/{len(paths)}] {path.name}: {kind} {json.dumps(summary)}", flush=True)
+                summaries[kind] = {**summary, "seconds": round(time.perf_counter() - started, 2)}
             dataset.write_configuration(path, config)
+            # Reported only once written: a line on screen means the file is done.
+            print(f"[{k + 1}/{len(paths)}] {path.name}: {json.dumps(summaries)}", flush=True)
     except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError) as error:
         sys.exit(f"error: {error}")
 

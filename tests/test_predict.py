@@ -55,3 +55,42 @@ def test_extended_xyz_header():
     assert 'Properties=species:S:1:pos:R:3:Z:I:1:prop_0:R:1' in lines[1]
     assert lines[2].split() == ["A", "0", "0", "0", "1", "0.5"]
     assert lines[3].split()[0] == "B"
+
+
+def strip_inherent(source, target):
+    config = dataset.load_configuration(source)
+    dataset.write_configuration(target, dataclasses.replace(config, inherent=None))
+
+
+def test_equilibrate_survives_being_killed_and_is_idempotent(tmp_path):
+    sources = sorted(DEFAULT_DATA.glob("*.npz"))[:3]
+    for source in sources:
+        strip_inherent(source, tmp_path / source.name)
+    process = subprocess.Popen([sys.executable, "-m", "experiments.equilibrate", str(tmp_path)],
+                               stdout=subprocess.PIPE, text=True)
+    first_line = process.stdout.readline()          # one file done and written
+    process.kill()
+    process.wait()
+    assert first_line.startswith("[1/3]"), first_line
+    done = [dataset.load_configuration(p).inherent is not None for p in sorted(tmp_path.glob("*.npz"))]
+    assert done[0] and not all(done[1:])             # every file still loads: none half-written
+    assert not list(tmp_path.glob(".*tmp"))
+
+    equilibrate_main.main([str(tmp_path)])
+    contents = {p.name: p.read_bytes() for p in tmp_path.glob("*.npz")}
+    for path in tmp_path.glob("*.npz"):
+        config = dataset.load_configuration(path)
+        assert config.inherent is not None and config.inherent.dtype == np.float64
+    equilibrate_main.main([str(tmp_path)])           # nothing left to do: files untouched
+    assert contents == {p.name: p.read_bytes() for p in tmp_path.glob("*.npz")}
+
+
+def test_predict_computes_missing_inherent_structures(trained_run, tmp_path):
+    source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    strip_inherent(source, raw / source.name)
+    predict_main.main(["--workdir", str(trained_run), str(raw), "--out", str(tmp_path / "out")])
+    with np.load(tmp_path / "out" / source.name) as out:
+        assert out["initial_positions_inherent"].shape == (1000, 3)
+        assert np.isfinite(out["predicted_propensity"]).all()
