@@ -21,12 +21,8 @@ from eignn_jax.dataset import (
     write_configuration,
 )
 
-# The dev set lives outside the repository; tests that need it are skipped without it.
-_DEV_DIR = pathlib.Path(
-    os.environ.get("EIGNN_DEV_DATA", "/work/shared/data/ka3d_T064_N1000")
-)
-_DEV_FILE = _DEV_DIR / "N1000T0.64_1.npz"
-needs_dev_data = pytest.mark.skipif(not _DEV_FILE.is_file(), reason=f"{_DEV_FILE} not available")
+# A real dev-set file, shipped unchanged in the embedded default data.
+_DEV_FILE = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
 
 
 def _lattice_positions(n_side: int, box_side: float, seed: int, jitter: float = 0.2) -> np.ndarray:
@@ -59,7 +55,6 @@ def _assert_same_arrays(a: dict, b: dict) -> None:
 # ----------------------------------------------------------------------------
 
 
-@needs_dev_data
 def test_reads_dev_file():
     config = load_configuration(_DEV_FILE, require=("md_prop", "initial_positions_inherent"))
     assert config.path == str(_DEV_FILE)
@@ -77,7 +72,6 @@ def test_reads_dev_file():
     assert config.cage is None
 
 
-@needs_dev_data
 def test_dev_file_round_trip(tmp_path):
     out = tmp_path / _DEV_FILE.name
     write_configuration(out, load_configuration(_DEV_FILE))
