@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import numpy as np
@@ -22,7 +21,9 @@ from eignn_jax.dataset import (
 )
 
 # A real dev-set file, shipped unchanged in the embedded default data.
-_DEV_FILE = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
+from tests.conftest import DEFAULT_DATA  # noqa: E402
+
+_DEV_FILE = DEFAULT_DATA / "N1000T0.64_1.npz"
 
 
 def _lattice_positions(n_side: int, box_side: float, seed: int, jitter: float = 0.2) -> np.ndarray:

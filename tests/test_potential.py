@@ -16,7 +16,9 @@ from eignn_jax.potential import (
 )
 
 # A real dev-set file, shipped unchanged in the embedded default data.
-DEV_FILE = Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
+from tests.conftest import DEFAULT_DATA  # noqa: E402
+
+DEV_FILE = DEFAULT_DATA / "N1000T0.64_1.npz"
 TYPE_PAIRS = [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
