@@ -138,7 +138,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from eignn_jax.neighbours import neighbour_pairs
-from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_SIGMA
+from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_MAX_CUTOFF, KA_SHIFT_PER_EPSILON, KA_SIGMA
 
 __all__ = [
     "CageConfig",
@@ -148,10 +148,6 @@ __all__ = [
     "voronoi_cages",
 ]
 
-# V_LJ(r_c) / ε, the same for every pair kind since r_c scales with σ_ab.
-_SHIFT_PER_EPSILON = 4.0 * (KA_CUTOFF_FACTOR**-12 - KA_CUTOFF_FACTOR**-6)
-# Longest interaction range of any pair kind (σ): 2.5 σ_AA.
-_MAX_CUTOFF = KA_CUTOFF_FACTOR * float(np.max(KA_SIGMA))
 # Cells are coloured modulo this per axis; with cells of side >= r_max / 2, two
 # cells of the same colour are at least (_COLOURS_PER_AXIS − 1) cells = r_max apart.
 _COLOURS_PER_AXIS = 3
@@ -392,10 +388,10 @@ class _Grid:
 
 def _grid(box: np.ndarray) -> _Grid:
     """Largest grid with n_d a multiple of 3 and cell side ≥ r_max / 2 on every axis."""
-    counts = tuple(int(_COLOURS_PER_AXIS * math.floor(2.0 * side / (_COLOURS_PER_AXIS * _MAX_CUTOFF)))
+    counts = tuple(int(_COLOURS_PER_AXIS * math.floor(2.0 * side / (_COLOURS_PER_AXIS * KA_MAX_CUTOFF)))
                    for side in box)
     if min(counts) < _COLOURS_PER_AXIS:
-        raise ValueError(f"box {box} too small: every side must be >= {1.5 * _MAX_CUTOFF} σ "
+        raise ValueError(f"box {box} too small: every side must be >= {1.5 * KA_MAX_CUTOFF} σ "
                          "for the checkerboard updates")
     nx, ny, nz = counts
     ix, iy, iz = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
@@ -443,7 +439,7 @@ def _pad_neighbours(types, centres, others, base, capacity, reference):
     padded_base[centres, slot] = base
     a, b = types[centres] - 1, types[others] - 1
     tables = {"sigma2": KA_SIGMA**2, "epsilon4": 4.0 * KA_EPSILON,
-              "offset": KA_EPSILON * _SHIFT_PER_EPSILON,
+              "offset": KA_EPSILON * KA_SHIFT_PER_EPSILON,
               "cutoff2": (KA_CUTOFF_FACTOR * KA_SIGMA) ** 2}
     per_slot = {}
     for name, table in tables.items():
@@ -468,7 +464,7 @@ def _verlet_neighbours(origin, displacements, types, box, skin, capacity):
     keys = []
     for u in np.asarray(displacements, dtype=np.float64):
         current = origin + u
-        centres, others, shifts = neighbour_pairs(current, box, _MAX_CUTOFF + skin)
+        centres, others, shifts = neighbour_pairs(current, box, KA_MAX_CUTOFF + skin)
         sigma = KA_SIGMA[types[centres] - 1, types[others] - 1]
         vectors = current[others] - current[centres] + shifts * box
         keep = np.sum(vectors**2, axis=1) < (KA_CUTOFF_FACTOR * sigma + skin) ** 2
@@ -496,7 +492,7 @@ def _cage_neighbours(origin, types, box, radius, replicas, capacity):
     configuration of every replica: the list never needs rebuilding.
     """
     n = len(origin)
-    centres, others, shifts = neighbour_pairs(origin, box, _MAX_CUTOFF + 2.0 * float(radius.max()))
+    centres, others, shifts = neighbour_pairs(origin, box, KA_MAX_CUTOFF + 2.0 * float(radius.max()))
     base = origin[others] - origin[centres] + shifts * box
     sigma = KA_SIGMA[types[centres] - 1, types[others] - 1]
     reach = KA_CUTOFF_FACTOR * sigma + radius[centres] + radius[others]

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from matscipy.neighbours import neighbour_list
 
-from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_SIGMA
+from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_MAX_CUTOFF, KA_SHIFT_PER_EPSILON, KA_SIGMA
 
 __all__ = [
     "FireConfig",
@@ -77,10 +77,6 @@ __all__ = [
 # one small gather per pair instead of a 2-D lookup.
 _KIND_SIGMA = np.array([KA_SIGMA[0, 0], KA_SIGMA[0, 1], KA_SIGMA[1, 1]])
 _KIND_EPSILON = np.array([KA_EPSILON[0, 0], KA_EPSILON[0, 1], KA_EPSILON[1, 1]])
-# V_LJ(r_c) / ε, the same for every kind since r_c scales with σ_ab.
-_SHIFT_PER_EPSILON = 4.0 * (KA_CUTOFF_FACTOR**-12 - KA_CUTOFF_FACTOR**-6)
-# Longest interaction range of any pair kind (σ).
-_MAX_CUTOFF = KA_CUTOFF_FACTOR * float(np.max(KA_SIGMA))
 
 
 # ----------------------------------------------------------------------------
@@ -265,10 +261,10 @@ def _half_pairs(positions, types, box, skin):
     sorted by centre, with ``positions[j] − positions[i] + shifts · box`` the
     pair vector.
     """
-    if np.any(box <= 2.0 * (_MAX_CUTOFF + skin)):
+    if np.any(box <= 2.0 * (KA_MAX_CUTOFF + skin)):
         raise ValueError(
-            f"box {box} too small for cutoff {_MAX_CUTOFF} + skin {skin}: every side must "
-            f"exceed {2.0 * (_MAX_CUTOFF + skin):.4g} σ so each pair has a single image in "
+            f"box {box} too small for cutoff {KA_MAX_CUTOFF} + skin {skin}: every side must "
+            f"exceed {2.0 * (KA_MAX_CUTOFF + skin):.4g} σ so each pair has a single image in "
             "range; reduce the skin")
     # matscipy is called directly rather than through neighbours.neighbour_pairs:
     # a rebuild sits on the minimiser's critical path, and the ordered (i, j) and
@@ -376,7 +372,7 @@ def ka_energy_and_forces(positions, types, box, pairs: NeighbourList):
     inv_r2 = 1.0 / jnp.where(inside, r2, 1.0)
     s6 = (sigma2 * inv_r2) ** 3
     s12 = s6 * s6
-    pair_energy = jnp.where(inside, 4.0 * epsilon * (s12 - s6) - epsilon * _SHIFT_PER_EPSILON, 0.0)
+    pair_energy = jnp.where(inside, 4.0 * epsilon * (s12 - s6) - epsilon * KA_SHIFT_PER_EPSILON, 0.0)
     # −(dV/dr)/r · r_ij: the force on i from j (pushes i away from j when repulsive).
     scale = jnp.where(inside, 4.0 * epsilon * (6.0 * s6 - 12.0 * s12) * inv_r2, 0.0)
     on_centre = scale[:, None] * vectors

@@ -25,7 +25,9 @@ KA_CUTOFF_FACTOR = 2.5
 
 # Shift constant in units of ε: 4[(1/2.5)^12 - (1/2.5)^6] (≈ -0.01631), identical
 # for all type pairs because the cutoff scales with σ_ab.
-_SHIFT_PER_EPSILON = 4.0 * (KA_CUTOFF_FACTOR**-12 - KA_CUTOFF_FACTOR**-6)
+KA_SHIFT_PER_EPSILON = 4.0 * (KA_CUTOFF_FACTOR**-12 - KA_CUTOFF_FACTOR**-6)
+# Longest interaction range of any pair kind (σ): 2.5 σ_AA.
+KA_MAX_CUTOFF = KA_CUTOFF_FACTOR * float(np.max(KA_SIGMA))
 
 
 def _array_module(*arrays):
@@ -65,7 +67,7 @@ def pair_energy(r, type_i, type_j):
     r_eval = xp.where(inside, r, KA_CUTOFF_FACTOR * sigma)
     s2 = (sigma / r_eval) ** 2
     s6 = s2 * s2 * s2
-    energy = 4.0 * epsilon * s6 * (s6 - 1.0) - epsilon * _SHIFT_PER_EPSILON
+    energy = 4.0 * epsilon * s6 * (s6 - 1.0) - epsilon * KA_SHIFT_PER_EPSILON
     return xp.where(inside, energy, xp.zeros_like(energy))
 
 
@@ -85,7 +87,7 @@ def per_particle_energy(positions, types, box) -> np.ndarray:
     if not np.all((types == 1) | (types == 2)):
         raise ValueError("types must be 1 (A) or 2 (B)")
 
-    cutoff = KA_CUTOFF_FACTOR * float(np.max(KA_SIGMA))
+    cutoff = KA_MAX_CUTOFF
     centres, neighbours, shifts = neighbour_pairs(positions, box, cutoff)
     vectors = positions[neighbours] - positions[centres] + shifts * box
     r = np.sqrt(np.sum(vectors * vectors, axis=1))
