@@ -49,6 +49,9 @@ class ModelConfig:
     decoder_dropout: dropout rate on the decoder's hidden features during training (the
       public code uses 0.3; the paper states none).
     num_outputs: T, one prediction per time scale.
+    edge_chunk: execution only, not part of the model: 0 processes all edges at once
+      (fastest); C > 0 processes C edges at a time, so memory stays O(N + C) for very large
+      graphs (see ``GraphIndex``). Predictions agree to float rounding.
     scales: input shifts and scales of E_i and |d_i|, fitted on the training set.
     """
 
@@ -64,6 +67,7 @@ class ModelConfig:
     harmonics_parity: str = "polar"
     decoder_dropout: float = 0.0
     num_outputs: int = 10
+    edge_chunk: int = 0
     scales: FeatureScales = FeatureScales()
 
     def __post_init__(self):
@@ -75,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"harmonics_parity must be 'polar' or 'even', got {self.harmonics_parity!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.edge_chunk < 0:
+            raise ValueError(f"edge_chunk must be ≥ 0, got {self.edge_chunk}")
 
 
 def harmonic_irreps(l_max: int, parity: str = "polar") -> e3nn.Irreps:
@@ -88,11 +94,15 @@ def degree_projector(l_max: int) -> np.ndarray:
     return np.concatenate([np.tile(np.eye(l_max + 1)[l], (2 * l + 1, 1)) for l in range(l_max + 1)])
 
 
-def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Euclidean norm with a finite gradient at zero (padding edges have zero vectors)."""
-    squared = jnp.sum(x * x, axis=axis)
+def safe_sqrt(squared: jax.Array) -> jax.Array:
+    """√x for x ≥ 0 with a finite (zero) gradient at x = 0."""
     safe = jnp.where(squared > 0, squared, 1.0)
     return jnp.where(squared > 0, jnp.sqrt(safe), 0.0)
+
+
+def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Euclidean norm with a finite gradient at zero (padding edges have zero vectors)."""
+    return safe_sqrt(jnp.sum(x * x, axis=axis))
 
 
 class MLP(nn.Module):
@@ -109,24 +119,152 @@ class MLP(nn.Module):
         return x
 
 
+class DenseParams(nn.Module):
+    """Declares the kernel [in, out] and bias [out] of one dense layer without applying it.
+
+    Same names and initialisers as ``nn.Dense``, so an ``EdgeMLP`` has exactly the
+    parameters (and initial values) of the ``MLP`` it replaces.
+    """
+
+    in_features: int
+    features: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return kernel, bias
+
+
+class EdgeMLP(nn.Module):
+    """Parameters of an MLP over edges whose input is a concatenation of parts.
+
+    Calling it returns ``(first, apply_rest)``: the first layer's kernel split by input part
+    (``part_sizes``) with its bias, and a pure function finishing the MLP from the first
+    layer's pre-activation. The first layer is then applied part by part: node features
+    are multiplied by their block of the kernel *before* being gathered onto edges
+    (N·F² instead of E·F² work, and no [E, ΣF] concatenation), edge features after.
+    Pure functions of plain arrays, so they can run inside ``lax.scan`` over edge chunks.
+    """
+
+    part_sizes: Sequence[int]
+    features: Sequence[int]
+
+    @nn.compact
+    def __call__(self):
+        sizes = [sum(self.part_sizes), *self.features]
+        layers = [DenseParams(sizes[k], sizes[k + 1], name=f"Dense_{k}")() for k in range(len(self.features))]
+        kernel, bias = layers[0]
+        blocks = jnp.split(kernel, np.cumsum(self.part_sizes)[:-1], axis=0)
+
+        def apply_rest(pre_activation: jax.Array) -> jax.Array:
+            x = pre_activation
+            for kernel_k, bias_k in layers[1:]:
+                x = nn.silu(x) @ kernel_k + bias_k
+            return x
+
+        return blocks, bias, apply_rest
+
+
 @dataclasses.dataclass(frozen=True)
+class EdgeBatch:
+    """Per-edge inputs of a layer, for all edges or one chunk of C edges."""
+
+    senders: jax.Array     # [C] int32
+    receivers: jax.Array   # [C] int32
+    features: jax.Array    # [C, B] radial bases of both structures (invariant)
+    harmonics: jax.Array | None   # [C, D] Y(r̂_ij) of the initial bond, or None (ablation B)
+    weight: jax.Array | None = None   # [C] 0 on chunk padding, None when every edge is real
+
+
 class GraphIndex:
-    """Index arrays shared by every layer of one forward pass (static sizes)."""
+    """Index arrays and per-edge inputs shared by every layer of one forward pass.
 
-    senders: jax.Array       # [E] int32
-    receivers: jax.Array     # [E] int32
-    node_graph: jax.Array    # [N] int32, graph of each node
-    n_graph: int
-    node_count: jax.Array    # [G] float32, nodes per graph (≥ 1)
-    inverse_degree: jax.Array  # [N] float32, 1/in-degree (0 for isolated nodes)
-    average_degree: float      # fitted on the training set
+    ``reduce`` maps a per-edge function over the edges and sums the result onto receivers.
+    With ``edge_chunk`` = 0 the edge inputs are computed once and every edge is processed
+    at once (fastest); with ``edge_chunk`` = C > 0 the edges are processed C at a time by
+    ``lax.scan``, recomputing the edge inputs per chunk, so memory is O(N + C) rather than
+    O(E) (inference on 10⁶ particles), at the cost of recomputation. The results agree
+    to float rounding either way.
+    """
 
-    def aggregate(self, messages: jax.Array, mode: str) -> jax.Array:
-        """[E, ...] edge messages → [N, ...] sum / average degree, or mean, over incoming edges."""
-        total = jax.ops.segment_sum(messages, self.receivers, num_segments=self.inverse_degree.shape[0])
-        if mode == "mean":
-            return total * self.inverse_degree.reshape((-1,) + (1,) * (total.ndim - 1))
+    def __init__(self, graph: jraph.GraphsTuple, config: "ModelConfig"):
+        nodes = graph.nodes
+        self.n_node_total = nodes["positions"].shape[0]
+        self.n_graph = graph.n_node.shape[0]
+        self.node_graph = jnp.repeat(jnp.arange(self.n_graph), graph.n_node,
+                                     total_repeat_length=self.n_node_total)           # [N]
+        self.node_count = jnp.maximum(graph.n_node, 1).astype(jnp.float32)            # [G]
+        degree = jax.ops.segment_sum(jnp.ones_like(graph.receivers, jnp.float32), graph.receivers,
+                                     num_segments=self.n_node_total)
+        self.inverse_degree = jnp.where(degree > 0, 1.0 / jnp.maximum(degree, 1.0), 0.0)  # [N]
+        self.average_degree = config.scales.average_degree
+        self.aggregation = config.aggregation
+        self.edge_chunk = config.edge_chunk
+        self._config = config
+        self._nodes = jax.tree.map(jnp.asarray, nodes)
+        self._cell = jnp.asarray(graph.globals["cell"])                                 # [G, 3, 3]
+        edge_graph = jnp.repeat(jnp.arange(self.n_graph), graph.n_edge,
+                                total_repeat_length=graph.senders.shape[0])
+        self._raw = jax.tree.map(jnp.asarray, {
+            "senders": graph.senders, "receivers": graph.receivers,
+            "shifts": graph.edges["shifts"], "edge_graph": edge_graph})
+        self.senders, self.receivers = graph.senders, graph.receivers
+        self.all_edges = self._edge_batch(self._raw) if self.edge_chunk == 0 else None
+
+    def _edge_batch(self, raw: dict) -> EdgeBatch:
+        """Geometry of a set of edges, from positions and integer shifts (so that symmetries
+        act on everything): radial bases in both structures and harmonics of the bond."""
+        cfg, nodes = self._config, self._nodes
+        s, r = raw["senders"], raw["receivers"]
+        shift_vectors = jnp.einsum("ea,eab->eb", raw["shifts"], self._cell[raw["edge_graph"]])  # [C, 3]
+        disp = nodes["displacements"]
+        bond_initial = nodes["positions"][s] - nodes["positions"][r] + shift_vectors        # [C, 3]
+        bond_equilibrium = bond_initial + disp[s] - disp[r]
+        length_initial = safe_norm(bond_initial)
+        length_equilibrium = safe_norm(bond_equilibrium)
+        features = [radial_basis(length_initial, cfg.num_bessel, cfg.r_max),
+                    radial_basis(length_equilibrium, cfg.num_bessel, cfg.r_max)]
+        if cfg.edge_length_change:
+            features.append((length_equilibrium - length_initial)[:, None])
+        harmonics = None
+        if cfg.variant != "invariant":
+            harmonics = e3nn.spherical_harmonics(harmonic_irreps(cfg.l_max), bond_initial,
+                                                 normalize=True, normalization="norm").array
+        return EdgeBatch(s, r, jnp.concatenate(features, axis=-1), harmonics, raw.get("weight"))
+
+    def reduce(self, message_fn: Callable[[EdgeBatch], jax.Array], size: int) -> jax.Array:
+        """Σ over incoming edges of message_fn(edges) [C, size] → [N, size], then divided by
+        the average degree ('sum') or the node's in-degree ('mean')."""
+        n = self.n_node_total
+        if self.edge_chunk == 0:
+            total = jax.ops.segment_sum(message_fn(self.all_edges), self.receivers, num_segments=n)
+        else:
+            total = self._chunked_sum(message_fn, size)
+        if self.aggregation == "mean":
+            return total * self.inverse_degree[:, None]
         return total / self.average_degree
+
+    def _chunked_sum(self, message_fn, size: int) -> jax.Array:
+        chunk = self.edge_chunk
+        n_edges = self.senders.shape[0]
+        n_chunks = -(-n_edges // chunk)
+        pad = n_chunks * chunk - n_edges
+        # Padding edges are self-loops of node 0 with weight 0: valid indices, no contribution.
+        raw = {**self._raw, "weight": jnp.ones(n_edges, jnp.float32)}
+        raw = {k: jnp.concatenate([v, jnp.zeros((pad,) + v.shape[1:], v.dtype)]).reshape(
+            (n_chunks, chunk) + v.shape[1:]) for k, v in raw.items()}
+
+        # Checkpointed: a backward pass recomputes each chunk instead of storing all of them.
+        @jax.checkpoint
+        def add_chunk(total, raw_chunk):
+            edges = self._edge_batch(raw_chunk)
+            messages = message_fn(edges) * edges.weight[:, None]
+            return total + jax.ops.segment_sum(messages, edges.receivers, num_segments=total.shape[0]), None
+
+        initial = jnp.zeros((self.n_node_total, size), jnp.float32)
+        total, _ = jax.lax.scan(add_chunk, initial, raw)
+        return total
 
     def graph_mean(self, x: jax.Array) -> jax.Array:
         """[N, ...] → [G, ...] mean over each graph's nodes."""
@@ -176,48 +314,68 @@ def radial_basis(lengths: jax.Array, num_bessel: int, r_max: float) -> jax.Array
     return e3nn.bessel(lengths, num_bessel, r_max) * envelope[:, None]
 
 
+def edge_feature_count(config: "ModelConfig") -> int:
+    return 2 * config.num_bessel + int(config.edge_length_change)
+
+
 class InteractionLayer(nn.Module):
     """One EIGNN layer: equivariant message passing, scalarisation, gated invariant passing, norms."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, h, h_eq, edge_features, edge_harmonics, index: GraphIndex):
-        """h [N, F]; h_eq [N, D] or None; edge_features [E, B]; edge_harmonics [E, D] or None."""
+    def __call__(self, h, h_eq, index: GraphIndex):
+        """h [N, F]; h_eq [N, D] or None (ablation B)."""
         cfg = self.config
-        width, l_max = cfg.width, cfg.l_max
-        s, r = index.senders, index.receivers
+        width, l_max, n_features = cfg.width, cfg.l_max, edge_feature_count(cfg)
+        projector = jnp.asarray(degree_projector(l_max), h.dtype)              # [D, L+1]
 
         if cfg.variant == "invariant":
             delta_h = MLP([width, width], name="update")(h)
-            invariants = [edge_features]
             new_h_eq = None
+            n_geometry = 0
         else:
             irreps = harmonic_irreps(l_max, cfg.harmonics_parity)
-            projector = jnp.asarray(degree_projector(l_max), h.dtype)          # [D, L+1]
             # 1. Equivariant message passing: one gate per degree scales Y^ℓ(r̂_ij).
-            gates = MLP([width, l_max + 1], name="gates")(
-                jnp.concatenate([h[r], edge_features, h[s]], axis=-1))        # [E, L+1]
-            gates = jax.nn.sigmoid(gates) if cfg.gate == "sigmoid" else nn.silu(gates)
-            edge_messages = edge_harmonics * (gates @ projector.T)             # [E, D]
-            node_messages = index.aggregate(edge_messages, cfg.aggregation)  # [N, D]
+            #    Gate MLP input: [h_i, edge features, h_j] (receiver i, sender j).
+            (gate_r, gate_e, gate_s), gate_bias, gate_rest = EdgeMLP(
+                [width, n_features, width], [width, l_max + 1], name="gates")()
+            gate_from_receiver = h @ gate_r + gate_bias                        # [N, F]
+            gate_from_sender = h @ gate_s                                      # [N, F]
+
+            def edge_messages(edges: EdgeBatch) -> jax.Array:                  # [C, D]
+                gates = gate_rest(gate_from_receiver[edges.receivers] + gate_from_sender[edges.senders]
+                                  + edges.features @ gate_e)                   # [C, L+1]
+                gates = jax.nn.sigmoid(gates) if cfg.gate == "sigmoid" else nn.silu(gates)
+                return edges.harmonics * (gates @ projector.T)
+
+            node_messages = index.reduce(edge_messages, projector.shape[0])   # [N, D]
             product = e3nn.tensor_product(
                 e3nn.IrrepsArray(irreps, node_messages), e3nn.IrrepsArray(irreps, h_eq),
                 filter_ir_out=irreps)                                          # all paths, ℓ ≤ L
             delta_m = product.filter(keep="0e").array                          # [N, L+1]
             delta_h = MLP([width, width], name="update")(jnp.concatenate([delta_m, h], axis=-1))
             new_h_eq = e3nn.flax.Linear(irreps, name="mix")(product).array     # [N, D]
-            # 2. Equivariant scalarisation of the layer's input features.
-            alpha_1 = safe_norm((h_eq[r] - h_eq[s])[..., None] * projector, axis=-2)  # [E, L+1]
-            invariants = [alpha_1, edge_features]
-            if cfg.variant == "full":
-                alpha_0 = (h_eq[r] * edge_messages) @ projector                # [E, L+1]
-                invariants.insert(0, alpha_0)
+            n_geometry = (2 if cfg.variant == "full" else 1) * (l_max + 1)
 
-        # 3. Invariant message passing, gated by the scalarised geometry.
-        alpha = MLP([width, width], name="alpha")(jnp.concatenate(invariants, axis=-1))
-        values = MLP([width, width], name="values")(delta_h)
-        h = delta_h + index.aggregate(alpha * values[s], cfg.aggregation)
+        # 2. Equivariant scalarisation of the layer's input features (α⁰, α¹), then
+        # 3. invariant message passing gated by them and the edge features.
+        (alpha_geometry, alpha_e), alpha_bias, alpha_rest = EdgeMLP(
+            [n_geometry, n_features], [width, width], name="alpha")()
+        values = MLP([width, width], name="values")(delta_h)                  # [N, F]
+
+        def invariant_messages(edges: EdgeBatch) -> jax.Array:                 # [C, F]
+            pre_activation = edges.features @ alpha_e + alpha_bias
+            if cfg.variant != "invariant":
+                h_eq_i, h_eq_j = h_eq[edges.receivers], h_eq[edges.senders]
+                # |h̃^ℓ_i − h̃^ℓ_j| per degree, as a [C, D] @ [D, L+1] product.
+                geometry = [safe_sqrt(((h_eq_i - h_eq_j) ** 2) @ projector)]
+                if cfg.variant == "full":
+                    geometry.insert(0, (h_eq_i * edge_messages(edges)) @ projector)
+                pre_activation += jnp.concatenate(geometry, axis=-1) @ alpha_geometry
+            return alpha_rest(pre_activation) * values[edges.senders]
+
+        h = delta_h + index.reduce(invariant_messages, width)
         # 4. Normalisation.
         h = GraphNorm(name="graph_norm")(h, index)
         if new_h_eq is not None:
@@ -235,60 +393,36 @@ class EIGNN(nn.Module):
         """train: enables dropout (then a 'dropout' PRNG stream must be given to apply)."""
         cfg = self.config
         nodes = graph.nodes
-        n_node_total = nodes["positions"].shape[0]
-        n_graph = graph.n_node.shape[0]
-        node_graph = jnp.repeat(jnp.arange(n_graph), graph.n_node, total_repeat_length=n_node_total)
-        edge_graph = jnp.repeat(jnp.arange(n_graph), graph.n_edge,
-                                total_repeat_length=graph.senders.shape[0])
-        degree = jax.ops.segment_sum(jnp.ones_like(graph.receivers, jnp.float32), graph.receivers,
-                                     num_segments=n_node_total)
-        index = GraphIndex(
-            senders=graph.senders, receivers=graph.receivers, node_graph=node_graph,
-            n_graph=n_graph, node_count=jnp.maximum(graph.n_node, 1).astype(jnp.float32),
-            inverse_degree=jnp.where(degree > 0, 1.0 / jnp.maximum(degree, 1.0), 0.0),
-            average_degree=cfg.scales.average_degree)
-        s, r = graph.senders, graph.receivers
-
-        # Geometry, from positions and integer shifts so that symmetries act on everything.
-        cell = graph.globals["cell"][edge_graph]                               # [E, 3, 3]
-        shift_vectors = jnp.einsum("ea,eab->eb", graph.edges["shifts"], cell)  # [E, 3]
-        disp = nodes["displacements"]                                          # [N, 3]
-        bond_initial = nodes["positions"][s] - nodes["positions"][r] + shift_vectors   # [E, 3]
-        bond_equilibrium = bond_initial + disp[s] - disp[r]                    # [E, 3]
-        length_initial = safe_norm(bond_initial)
-        length_equilibrium = safe_norm(bond_equilibrium)
-        edge_features = [radial_basis(length_initial, cfg.num_bessel, cfg.r_max),
-                         radial_basis(length_equilibrium, cfg.num_bessel, cfg.r_max)]
-        if cfg.edge_length_change:
-            edge_features.append((length_equilibrium - length_initial)[:, None])
-        edge_features = jnp.concatenate(edge_features, axis=-1)               # [E, B]
+        index = GraphIndex(graph, cfg)
 
         # Encoder.
         scales = cfg.scales
-        disp_norm = safe_norm(disp)
+        disp = nodes["displacements"]                                          # [N, 3]
         scalars = jnp.concatenate([
             jax.nn.one_hot(nodes["species"], 2),
             ((nodes["energy"] - scales.energy_mean) / scales.energy_std)[:, None],
-            ((disp_norm - scales.displacement_mean) / scales.displacement_std)[:, None],
+            ((safe_norm(disp) - scales.displacement_mean) / scales.displacement_std)[:, None],
         ], axis=-1)                                                            # [N, 4]
         h = nn.Dense(cfg.width, name="encoder")(scalars)                       # [N, F]
-        if cfg.variant == "invariant":
-            h_eq = edge_harmonics = None
-        else:
+        h_eq = None
+        if cfg.variant != "invariant":
             # Computed as what they are (polar); 'even' only changes how layers declare them.
-            irreps = harmonic_irreps(cfg.l_max)
             # A particle sitting exactly at its equilibrium position has no direction:
             # e3nn maps the zero vector to Y = (1, 0, …), i.e. only the ℓ = 0 part survives.
-            h_eq = e3nn.spherical_harmonics(irreps, disp, normalize=True, normalization="norm").array
-            edge_harmonics = e3nn.spherical_harmonics(
-                irreps, bond_initial, normalize=True, normalization="norm").array
+            h_eq = e3nn.spherical_harmonics(harmonic_irreps(cfg.l_max), disp, normalize=True,
+                                            normalization="norm").array       # [N, D]
 
         for k in range(cfg.num_layers):
-            h, h_eq = InteractionLayer(cfg, name=f"layer_{k}")(h, h_eq, edge_features, edge_harmonics, index)
+            h, h_eq = InteractionLayer(cfg, name=f"layer_{k}")(h, h_eq, index)
 
-        # Decoder: one more invariant pass, then one output per time scale.
-        pair = jnp.concatenate([h[r], h[r] - h[s]], axis=-1)
-        h = index.aggregate(MLP([cfg.width, cfg.width], name="decoder_messages")(pair), cfg.aggregation)
+        # Decoder: one more invariant pass with messages MLP([h_i, h_i − h_j]), then one output
+        # per time scale. Linear in its input, so [h_i, h_i − h_j] @ [K₁; K₂] = h_i (K₁+K₂) − h_j K₂.
+        (k_receiver, k_difference), bias, decoder_rest = EdgeMLP(
+            [cfg.width, cfg.width], [cfg.width, cfg.width], name="decoder_messages")()
+        from_receiver = h @ (k_receiver + k_difference) + bias
+        from_sender = h @ k_difference
+        h = index.reduce(lambda edges: decoder_rest(from_receiver[edges.receivers]
+                                                    - from_sender[edges.senders]), cfg.width)
         if cfg.decoder_dropout > 0:
             h = nn.Dropout(cfg.decoder_dropout, deterministic=not train)(h)
         return MLP([cfg.width, cfg.num_outputs], name="readout")(h)            # [N, T]
