@@ -215,6 +215,10 @@ class GraphIndex:
     def _edge_batch(self, raw: dict) -> EdgeBatch:
         """Geometry of a set of edges, from positions and integer shifts (so that symmetries
         act on everything): radial bases in both structures and harmonics of the bond."""
+        with jax.named_scope("edge_geometry"):
+            return self._edge_geometry(raw)
+
+    def _edge_geometry(self, raw: dict) -> EdgeBatch:
         cfg, nodes = self._config, self._nodes
         s, r = raw["senders"], raw["receivers"]
         shift_vectors = jnp.einsum("ea,eab->eb", raw["shifts"], self._cell[raw["edge_graph"]])  # [C, 3]
@@ -343,6 +347,7 @@ class InteractionLayer(nn.Module):
             gate_from_receiver = h @ gate_r + gate_bias                        # [N, F]
             gate_from_sender = h @ gate_s                                      # [N, F]
 
+            @jax.named_scope("edge_messages")
             def edge_messages(edges: EdgeBatch) -> jax.Array:                  # [C, D]
                 gates = gate_rest(gate_from_receiver[edges.receivers] + gate_from_sender[edges.senders]
                                   + edges.features @ gate_e)                   # [C, L+1]
@@ -364,6 +369,7 @@ class InteractionLayer(nn.Module):
             [n_geometry, n_features], [width, width], name="alpha")()
         values = MLP([width, width], name="values")(delta_h)                  # [N, F]
 
+        @jax.named_scope("invariant_messages")
         def invariant_messages(edges: EdgeBatch) -> jax.Array:                 # [C, F]
             pre_activation = edges.features @ alpha_e + alpha_bias
             if cfg.variant != "invariant":
@@ -421,8 +427,12 @@ class EIGNN(nn.Module):
             [cfg.width, cfg.width], [cfg.width, cfg.width], name="decoder_messages")()
         from_receiver = h @ (k_receiver + k_difference) + bias
         from_sender = h @ k_difference
-        h = index.reduce(lambda edges: decoder_rest(from_receiver[edges.receivers]
-                                                    - from_sender[edges.senders]), cfg.width)
+
+        @jax.named_scope("decoder_messages")
+        def decoder_messages(edges: EdgeBatch) -> jax.Array:                   # [C, F]
+            return decoder_rest(from_receiver[edges.receivers] - from_sender[edges.senders])
+
+        h = index.reduce(decoder_messages, cfg.width)
         if cfg.decoder_dropout > 0:
             h = nn.Dropout(cfg.decoder_dropout, deterministic=not train)(h)
         return MLP([cfg.width, cfg.num_outputs], name="readout")(h)            # [N, T]
