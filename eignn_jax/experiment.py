@@ -14,6 +14,7 @@ import json
 import pathlib
 from typing import Callable, Sequence
 
+import jax
 import jraph
 import numpy as np
 
@@ -48,12 +49,24 @@ def _targets(graphs):
     return [g.nodes["targets"] for g in graphs], [g.nodes["target_mask"] for g in graphs]
 
 
+def _what_is_computed(config: dict) -> dict:
+    """A config in JSON form without the settings that change how, not what, a run computes."""
+    config = json.loads(json.dumps(config))
+    config.get("train", {}).pop("data_parallel", None)
+    return config
+
+
 def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
                  log: Callable[[str], None] = print) -> None:
     """Builds (or loads cached) graphs, fits input scales and the baseline, and trains.
 
-    Resuming: if ``workdir`` has checkpoints, the config saved there must match ``config``.
+    Resuming: if ``workdir`` has checkpoints, the config saved there must match ``config``
+    (``train.data_parallel`` may differ: a run can resume on another number of devices).
+    With several processes (``jax.distributed``) only the first logs and writes config.json.
     """
+    primary = jax.process_index() == 0
+    if not primary:
+        log = lambda _: None  # noqa: E731
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     train_files, test_files = split_files(config.data)
@@ -68,9 +81,9 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
             train_files, len(train_files) - config.data.n_validation, config.data.n_validation,
             config.data.split_seed)
     cache = workdir / "graph_cache"
-    train_graphs = graph_lib.load_graphs(train_files, config.graph, cache, progress=True)
-    validation_graphs = graph_lib.load_graphs(validation_files, config.graph, cache, progress=True)
-    test_graphs = graph_lib.load_graphs(test_files, config.graph, cache, progress=True)
+    train_graphs = graph_lib.load_graphs(train_files, config.graph, cache, progress=primary)
+    validation_graphs = graph_lib.load_graphs(validation_files, config.graph, cache, progress=primary)
+    test_graphs = graph_lib.load_graphs(test_files, config.graph, cache, progress=primary)
 
     model_config = dataclasses.replace(
         config.model, num_outputs=len(times), scales=graph_lib.fit_feature_scales(train_graphs))
@@ -90,9 +103,10 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     }
     saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
     # Compared in JSON form: tuples come back from a checkpoint as lists.
-    if saved is not None and saved["config"] != json.loads(json.dumps(metadata["config"])):
+    if saved is not None and _what_is_computed(saved["config"]) != _what_is_computed(metadata["config"]):
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
-    (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
+    if primary:
+        (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
     training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log,
                    validation_graphs=validation_graphs)
 

@@ -26,6 +26,9 @@ class TrainConfig:
 
     lr_decay_epochs: epochs after which the learning rate is multiplied by lr_decay_factor.
     weight_decay: L2 penalty added to the gradient before Adam (as torch's Adam does).
+    data_parallel: split each batch of batch_size graphs over all devices (of all processes
+      after ``jax.distributed.initialize()``); batch_size must be divisible by the device
+      count. Same losses as one device, up to float rounding (``eignn_jax.parallel``).
     """
 
     epochs: int = 100
@@ -38,6 +41,7 @@ class TrainConfig:
     batch_size: int = 1
     seed: int = 0
     keep_checkpoints: int = 2
+    data_parallel: bool = False
 
 
 @flax.struct.dataclass
@@ -49,23 +53,56 @@ class TrainState:
 
 # ----------------------------------------------------------------------------- loss
 
-def standardise_targets(targets: jax.Array, mask: jax.Array, epsilon: float = 1e-6) -> jax.Array:
-    """[N, T] targets → standardised per time scale with the masked particles' mean and std."""
-    weight = mask[:, None].astype(targets.dtype)
-    count = jnp.maximum(weight.sum(), 1.0)
-    mean = (targets * weight).sum(0) / count
-    variance = (((targets - mean) ** 2) * weight).sum(0) / count
-    return (targets - mean) * jax.lax.rsqrt(variance + epsilon)
+def node_graph_index(n_node: jax.Array, n_nodes_total: int) -> jax.Array:
+    """[N] index of the graph each node belongs to, from the [G] node counts."""
+    return jnp.repeat(jnp.arange(n_node.shape[0]), n_node, total_repeat_length=n_nodes_total)
 
 
-def standardised_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
-    """Paper eq. 22: MSE against batch-standardised targets, over masked (type-A) particles only.
+def graph_losses(predictions: jax.Array, targets: jax.Array, mask: jax.Array, n_node: jax.Array | None = None,
+                 epsilon: float = 1e-6) -> tuple[jax.Array, jax.Array]:
+    """Paper eq. 22 per graph: ([G] losses, [G] weights).
 
-    predictions, targets: [N, T]; mask: [N] bool (padding and type-B particles False).
+    Each graph's targets are standardised per time scale with the mean and std of its own
+    masked (type-A) particles; its loss is the mean squared error over those particles and
+    time scales. A graph without masked particles (jraph's padding graph) has weight 0,
+    every other graph weight 1, so a batch's loss is a sum over graphs divided by a count:
+    it splits exactly across devices.
+
+    predictions, targets: [N, T]; mask: [N] bool; n_node: [G] (None: all nodes one graph).
     """
-    weight = mask[:, None].astype(predictions.dtype)
-    errors = (predictions - standardise_targets(targets, mask)) ** 2 * weight
-    return errors.sum() / (jnp.maximum(weight.sum(), 1.0) * predictions.shape[-1])
+    n_node = jnp.array([predictions.shape[0]]) if n_node is None else n_node
+    n_graph = n_node.shape[0]
+    segments = node_graph_index(n_node, predictions.shape[0])
+    weight = mask.astype(predictions.dtype)
+    count = jax.ops.segment_sum(weight, segments, num_segments=n_graph)           # [G]
+    safe_count = jnp.maximum(count, 1.0)[:, None]
+    weight = weight[:, None]
+    mean = jax.ops.segment_sum(targets * weight, segments, num_segments=n_graph) / safe_count
+    centred = targets - mean[segments]
+    variance = jax.ops.segment_sum(centred ** 2 * weight, segments, num_segments=n_graph) / safe_count
+    standardised = centred * jax.lax.rsqrt(variance + epsilon)[segments]
+    errors = ((predictions - standardised) ** 2 * weight).sum(-1)
+    losses = jax.ops.segment_sum(errors, segments, num_segments=n_graph) / (safe_count[:, 0] * predictions.shape[-1])
+    return losses, (count > 0).astype(predictions.dtype)
+
+
+def standardised_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array,
+                     n_node: jax.Array | None = None) -> jax.Array:
+    """Mean over a batch's graphs of :func:`graph_losses` (one graph per batch: eq. 22 itself)."""
+    losses, weights = graph_losses(predictions, targets, mask, n_node)
+    return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def loss_sum_and_count(model: EIGNN, params, graph: jraph.GraphsTuple,
+                       dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """(sum of the per-graph losses, number of labelled graphs) of one padded batch.
+
+    dropout_key: None evaluates; a key trains (dropout on).
+    """
+    train = dropout_key is not None
+    predictions = model.apply(params, graph, train=train, rngs={"dropout": dropout_key} if train else None)
+    losses, weights = graph_losses(predictions, graph.nodes["targets"], graph.nodes["target_mask"], graph.n_node)
+    return (losses * weights).sum(), weights.sum()
 
 
 # ----------------------------------------------------------------------------- steps
@@ -112,8 +149,8 @@ def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed:
         dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
 
         def loss_fn(params):
-            predictions = model.apply(params, graph, train=True, rngs={"dropout": dropout_key})
-            return standardised_mse(predictions, graph.nodes["targets"], graph.nodes["target_mask"])
+            total, count = loss_sum_and_count(model, params, graph, dropout_key)
+            return total / jnp.maximum(count, 1.0)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -128,7 +165,7 @@ def make_predict_step(model: EIGNN) -> TracedFunction:
 
     def predict(params, graph: jraph.GraphsTuple):
         predictions = model.apply(params, graph)
-        loss = standardised_mse(predictions, graph.nodes["targets"], graph.nodes["target_mask"])
+        loss = standardised_mse(predictions, graph.nodes["targets"], graph.nodes["target_mask"], graph.n_node)
         return predictions, loss
 
     return TracedFunction(predict)
@@ -166,12 +203,25 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     """
     workdir = pathlib.Path(workdir)
     model = EIGNN(model_config)
+    mesh, shard_size = None, train_config.batch_size
+    if train_config.data_parallel:
+        from eignn_jax import parallel
+        mesh = parallel.data_mesh()
+        shard_size = parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
+    # Several processes (jax.distributed) all train and checkpoint; only the first writes logs.
+    primary = jax.process_index() == 0
+    if not primary:
+        log = lambda _: None  # noqa: E731
     budget = graph_lib.padding_budget(
-        list(train_graphs) + list(test_graphs) + list(validation_graphs), train_config.batch_size)
+        list(train_graphs) + list(test_graphs) + list(validation_graphs), shard_size)
     steps_per_epoch = -(-len(train_graphs) // train_config.batch_size)
     optimizer = make_optimizer(train_config, steps_per_epoch)
-    example = next(graph_lib.batches(train_graphs, budget, train_config.batch_size))
+    example = next(graph_lib.batches(train_graphs, budget, shard_size))
     state = init_state(model, optimizer, example, train_config.seed)
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
+        log(f"data-parallel: {train_config.batch_size} graphs per step over {mesh.devices.size} devices "
+            f"({jax.process_count()} process(es))")
 
     manager = checkpointing.CheckpointManager(workdir / "checkpoints", train_config.keep_checkpoints)
     start_epoch = 0
@@ -185,7 +235,10 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
-    train_step = make_train_step(model, optimizer, train_config.seed)
+    if mesh is None:
+        train_step = make_train_step(model, optimizer, train_config.seed)
+    else:
+        train_step = parallel.make_train_step(model, optimizer, mesh, train_config.seed)
     predict_step = make_predict_step(model)
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]
@@ -194,18 +247,25 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
         losses = []
-        for k, batch in enumerate(graph_lib.batches(train_graphs, budget, train_config.batch_size,
-                                                    epoch_orders[epoch])):
+        if mesh is None:
+            epoch_batches = graph_lib.batches(train_graphs, budget, train_config.batch_size, epoch_orders[epoch])
+        else:
+            epoch_batches = parallel.sharded_batches(train_graphs, budget, train_config.batch_size, mesh,
+                                                     epoch_orders[epoch])
+        for k, batch in enumerate(epoch_batches):
             state, loss = train_step(state, batch)
             losses.append(loss)
-            if sys.stderr.isatty():
+            if primary and sys.stderr.isatty():
                 print(f"\repoch {epoch + 1}/{train_config.epochs} step {k + 1}/{steps_per_epoch}",
                       end="", file=sys.stderr, flush=True)
         train_loss = float(np.mean(jax.device_get(losses)))
         if not np.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
         train_seconds = time.perf_counter() - started
-        predictions, test_loss = predict_graphs(predict_step, state.params, test_graphs, budget)
+        # Evaluation runs on one local device, on this process's copy of the replicated params.
+        eval_params = state.params if mesh is None else jax.tree_util.tree_map(
+            lambda x: x.addressable_shards[0].data, state.params)
+        predictions, test_loss = predict_graphs(predict_step, eval_params, test_graphs, budget)
         record = {
             "epoch": epoch + 1, "step": int(state.step), "train_loss": round(train_loss, 5),
             "test_loss": round(test_loss, 5), "train_seconds": round(train_seconds, 2),
@@ -214,17 +274,22 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
             "test_pcc_all": pcc_summary(predictions, test_graphs)["pcc_all"] if test_graphs else None,
         }
         if validation_graphs:
-            _, validation_loss = predict_graphs(predict_step, state.params, validation_graphs, budget)
+            _, validation_loss = predict_graphs(predict_step, eval_params, validation_graphs, budget)
+            if jax.process_count() > 1:
+                # Every process must take the same decision: orbax saves are collective.
+                from jax.experimental import multihost_utils
+                validation_loss = float(multihost_utils.broadcast_one_to_all(np.float32(validation_loss)))
             record["validation_loss"] = round(validation_loss, 5)
             if validation_loss < best_loss:
                 best_loss = validation_loss
                 best_manager.save(epoch, state, {**metadata, "epoch": epoch, "validation_loss": validation_loss})
-        if sys.stderr.isatty():
+        if primary and sys.stderr.isatty():
             print("\r", end="", file=sys.stderr)
         # Checkpoint first: a run killed between the two lines redoes no epoch and logs none twice.
         manager.save(epoch, state, {**metadata, "epoch": epoch})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if primary:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         log(json.dumps(record))
     manager.close()
     if best_manager:

@@ -4,9 +4,14 @@
     python -m experiments.train --config ka_dev --workdir runs/ka_dev --set model.variant=invariant
 
 Re-running with the same --workdir resumes from the latest checkpoint.
+
+Data-parallel over all local devices: --set train.data_parallel=true (batch_size divisible
+by the device count). Several hosts: start one process per host (or per GPU) with
+--distributed; see "Many devices and many hosts" in README.md.
 """
 
 import argparse
+import dataclasses
 import sys
 
 from experiments import common
@@ -17,13 +22,32 @@ def main(argv=None) -> None:
     common.add_config_arguments(parser)
     parser.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, results)")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one of several processes: call jax.distributed.initialize() first and train "
+                             "data-parallel over the devices of all processes (implies "
+                             "train.data_parallel=true and --no-eval; the workdir must be shared)")
+    parser.add_argument("--coordinator-address", default=None,
+                        help="with --distributed: host:port of process 0 (default: detected on SLURM or "
+                             "Open MPI, else $JAX_COORDINATOR_ADDRESS)")
+    parser.add_argument("--num-processes", type=int, default=None, help="with --distributed (default: detected)")
+    parser.add_argument("--process-id", type=int, default=None, help="with --distributed (default: detected)")
     args = parser.parse_args(argv)
+    if args.distributed:
+        import jax
+        # Before anything touches a device.
+        jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                                   num_processes=args.num_processes, process_id=args.process_id)
     config = common.load_config(args.config, args.overrides)
+    if args.distributed:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, data_parallel=True))
 
     from eignn_jax import dataset, experiment
     try:
         experiment.run_training(config, args.workdir)
-        if not args.no_eval:
+        if args.distributed:
+            if jax.process_index() == 0:
+                print(f"evaluate with one process: python -m experiments.evaluate --workdir {args.workdir}")
+        elif not args.no_eval:
             experiment.evaluate(args.workdir)
     except (dataset.DataError, ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")

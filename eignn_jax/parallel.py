@@ -1,0 +1,136 @@
+"""Data-parallel training over many devices, on one host or several, with ``jax.sharding``.
+
+A global batch of B graphs is split into D shards of B/D graphs, one per device of a 1-D
+mesh with axis ``'data'``. Each shard is merged and padded to the same budget, and the
+shards are stacked along a new leading axis, so a batch is a GraphsTuple of [D, ...] arrays
+sharded as ``PartitionSpec('data')``; params and optimiser state are replicated. The step
+vmaps :func:`eignn_jax.training.loss_sum_and_count` over the shards and divides the summed
+per-graph losses by the number of graphs, which is the one-device loss of the same global
+batch (the loss is a mean over graphs, see :func:`eignn_jax.training.graph_losses`); XLA's
+SPMD partitioner turns the sums over the sharded axis into all-reduces.
+
+Every process builds and places only the shards of its own devices
+(:func:`place_batch`), so the same code runs on one host with several devices and on
+several hosts after ``jax.distributed.initialize()``.
+
+Dropout: each shard draws its own mask (its key is the step key folded with the shard
+index), so with ``decoder_dropout > 0`` the masks differ from a one-device run's; with
+dropout off (the default) losses and updates equal the one-device ones up to float
+rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from eignn_jax import graph as graph_lib, training
+from eignn_jax.model import EIGNN
+
+AXIS = "data"
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """1-D mesh over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(list(devices) if devices is not None else jax.devices()), (AXIS,))
+
+
+def check_batch_size(batch_size: int, n_devices: int) -> int:
+    """Graphs per device; a clear error when the global batch does not split evenly."""
+    if batch_size % n_devices:
+        raise ValueError(f"data-parallel training needs train.batch_size divisible by the number of "
+                         f"devices: batch_size {batch_size}, {n_devices} devices")
+    return batch_size // n_devices
+
+
+def replicate(tree, mesh: Mesh):
+    """A copy of ``tree`` on every device of ``mesh`` (each process supplies its own, equal, values)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _empty_like(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """A batch of zero graphs with ``graph``'s fields (padded, it is all padding)."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[:0], graph)
+
+
+def pad_shard(graphs: Sequence[jraph.GraphsTuple], budget: graph_lib.PaddingBudget,
+              template: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """``graphs`` merged and padded to ``budget``; no graphs → a shard of padding only (loss weight 0)."""
+    if not graphs:
+        return graph_lib.pad_graph(_empty_like(template), budget)
+    return graph_lib.pad_graph(jraph.batch_np(list(graphs)) if len(graphs) > 1 else graphs[0], budget)
+
+
+def place_batch(build_shard: Callable[[int], jraph.GraphsTuple], mesh: Mesh) -> jraph.GraphsTuple:
+    """Global [D, ...] batch sharded over the mesh's devices; shard k = ``build_shard(k)``.
+
+    Only the shards of this process's devices are built and transferred, so on several hosts
+    each process loads its own share of the global batch.
+    """
+    n_shards = mesh.devices.size
+    sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+    index_map = sharding.addressable_devices_indices_map((n_shards,))
+    local = {device: build_shard(index[0].start or 0) for device, index in index_map.items()}
+    treedef = jax.tree_util.tree_structure(next(iter(local.values())))
+    leaves = {device: jax.tree_util.tree_leaves(g) for device, g in local.items()}
+    stacked = []
+    for k in range(treedef.num_leaves):
+        shape = (n_shards,) + np.shape(next(iter(leaves.values()))[k])
+        pieces = [jax.device_put(np.asarray(leaves[device][k])[None], device) for device in local]
+        stacked.append(jax.make_array_from_single_device_arrays(shape, sharding, pieces))
+    return jax.tree_util.tree_unflatten(treedef, stacked)
+
+
+def sharded_batches(graphs: Sequence[jraph.GraphsTuple], budget: graph_lib.PaddingBudget,
+                    batch_size: int, mesh: Mesh, order: Sequence[int] | None = None
+                    ) -> Iterator[jraph.GraphsTuple]:
+    """Global batches of ``batch_size`` graphs in ``order``, split over the mesh's devices.
+
+    ``budget`` is a per-shard budget (``padding_budget(graphs, batch_size // D)``). A last,
+    incomplete batch fills the first shards; the rest hold padding only.
+    """
+    per_shard = check_batch_size(batch_size, mesh.devices.size)
+    order = list(range(len(graphs)) if order is None else order)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        yield place_batch(lambda k: pad_shard([graphs[i] for i in chunk[k * per_shard:(k + 1) * per_shard]],
+                                              budget, graphs[0]), mesh)
+
+
+def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, mesh: Mesh,
+                    seed: int = 0) -> training.TracedFunction:
+    """(replicated state, sharded [D, ...] batch) → (new state, loss): the data-parallel
+    counterpart of :func:`eignn_jax.training.make_train_step`, with the same loss."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    data = NamedSharding(mesh, PartitionSpec(AXIS))
+
+    def step(state: training.TrainState, batch: jraph.GraphsTuple):
+        dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+        n_shards = batch.n_node.shape[0]
+        shard_keys = jax.vmap(lambda k: jax.random.fold_in(dropout_key, k))(jnp.arange(n_shards))
+
+        def loss_fn(params):
+            totals, counts = jax.vmap(
+                lambda graph, key: training.loss_sum_and_count(model, params, graph, key))(batch, shard_keys)
+            return totals.sum() / jnp.maximum(counts.sum(), 1.0)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return training.TrainState(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+    return training.TracedFunction(step, donate_argnums=(0,), in_shardings=(replicated, data),
+                                   out_shardings=(replicated, replicated))
+
