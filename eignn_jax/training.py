@@ -137,6 +137,10 @@ class TracedFunction:
     def __call__(self, *args):
         return self._jitted(*args)
 
+    def lower(self, *args):
+        """The jitted function lowered for ``args`` (``.compile().as_text()`` gives its HLO)."""
+        return self._jitted.lower(*args)
+
 
 def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0) -> TracedFunction:
     """(state, padded graph) → (new state, loss); one compilation per padding budget.
