@@ -16,21 +16,10 @@ import time
 import jax
 import numpy as np
 
+from benchmarks.systems import replicate
 from eignn_jax import dataset, graph as graph_lib, training
 from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
-
-
-def replicate(config: dataset.Configuration, k: int) -> dataset.Configuration:
-    """The configuration tiled k×k×k (N → k³ N): a larger, still physical, periodic system."""
-    if k == 1:
-        return config
-    offsets = np.stack(np.meshgrid(*[np.arange(k)] * 3, indexing="ij"), -1).reshape(-1, 1, 3) * config.box
-    tile = lambda x: (x[None] + offsets).reshape(-1, 3) - config.box * (k - 1) / 2
-    return dataclasses.replace(
-        config, types=np.tile(config.types, k ** 3), positions=tile(config.positions),
-        inherent=tile(config.inherent), box=config.box * k,
-        propensity=np.tile(config.propensity, (1, k ** 3)))
 
 
 def median_seconds(fn, repeats: int) -> float:

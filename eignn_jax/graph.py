@@ -60,11 +60,20 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
     initial = np.asarray(config.positions, np.float64)
     equilibrium = np.asarray(config.equilibrium(graph_config.equilibrium), np.float64)
     displacements = neighbours.minimum_image(equilibrium - initial, box)
-    centres, neighbour_ids, shifts = neighbours.union_pairs(
-        initial, initial + displacements, box, graph_config.cutoff)
+    relaxed = initial + displacements
 
-    energy_positions = initial + displacements if graph_config.energy_structure == "equilibrium" else initial
-    energy = potential.per_particle_energy(energy_positions, config.types, box)
+    # The energy's pair search (KA_MAX_CUTOFF = 2.5 σ) also finds the graph pairs of the
+    # equilibrium structure; union_pairs takes them instead of searching again.
+    on_equilibrium = graph_config.energy_structure == "equilibrium"
+    energy_positions = relaxed if on_equilibrium else initial
+    share = on_equilibrium and graph_config.cutoff <= potential.KA_MAX_CUTOFF
+    energy_pairs = neighbours.SortedPairs(energy_positions, box, potential.KA_MAX_CUTOFF,
+                                          inner=graph_config.cutoff if share else None)
+    energy = potential.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs)
+    pairs_b = energy_pairs.inner
+    del energy_pairs  # its sorted edges are no longer needed; free them before the union
+    centres, neighbour_ids, shifts = neighbours.union_pairs(
+        initial, relaxed, box, graph_config.cutoff, pairs_b=pairs_b, shift_dtype=np.float32)
 
     n = config.n_particles
     if config.propensity is not None:
@@ -84,9 +93,9 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
     }
     return jraph.GraphsTuple(
         nodes=nodes,
-        edges={"shifts": shifts.astype(np.float32)},
-        senders=neighbour_ids.astype(np.int32),
-        receivers=centres.astype(np.int32),
+        edges={"shifts": shifts},
+        senders=neighbour_ids.astype(np.int32, copy=False),
+        receivers=centres.astype(np.int32, copy=False),
         globals={"cell": np.diag(box).astype(np.float32)[None]},
         n_node=np.array([n], np.int32),
         n_edge=np.array([len(centres)], np.int32),

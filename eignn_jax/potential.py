@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eignn_jax.neighbours import neighbour_pairs
+from eignn_jax.neighbours import SortedPairs
 
 # Indexed by [type_i - 1, type_j - 1].
 KA_EPSILON = np.array([[1.0, 1.5], [1.5, 0.5]])
@@ -71,11 +71,13 @@ def pair_energy(r, type_i, type_j):
     return xp.where(inside, energy, xp.zeros_like(energy))
 
 
-def per_particle_energy(positions, types, box) -> np.ndarray:
+def per_particle_energy(positions, types, box, pairs: SortedPairs | None = None) -> np.ndarray:
     """Potential energy of each particle, half of each of its pair energies.
 
     positions: [N, 3] float, σ (any wrapping).  types: [N] int, 1 or 2.
-    box: [3] float, σ (orthorhombic, periodic).
+    box: [3] float, σ (orthorhombic, periodic).  pairs (optional): the pairs of these
+    positions within the longest cutoff, ``neighbours.SortedPairs(positions, box, c)``
+    with c >= KA_MAX_CUTOFF, when already at hand.
     Returns [N] float64, ε, with E_i = ½ Σ_j V(r_ij) over minimum images;
     Σ_i E_i is the total potential energy.
     """
@@ -87,11 +89,12 @@ def per_particle_energy(positions, types, box) -> np.ndarray:
     if not np.all((types == 1) | (types == 2)):
         raise ValueError("types must be 1 (A) or 2 (B)")
 
-    cutoff = KA_MAX_CUTOFF
-    centres, neighbours, shifts = neighbour_pairs(positions, box, cutoff)
-    vectors = positions[neighbours] - positions[centres] + shifts * box
-    r = np.sqrt(np.sum(vectors * vectors, axis=1))
-    energies = pair_energy(r, types[centres], types[neighbours])
-    # Each unordered pair appears as (i, j) and (j, i); giving each direction
-    # half the pair energy splits it evenly between the two particles.
-    return 0.5 * np.bincount(centres, weights=energies, minlength=len(positions))
+    if pairs is None:
+        pairs = SortedPairs(positions, box, KA_MAX_CUTOFF)
+    # Each ordered pair (i, j) gives i half the pair energy, summed over i's neighbours in
+    # ascending order, so the float64 result does not depend on the order the neighbour
+    # search finds pairs in. Edges come in blocks: no per-edge array is held whole.
+    energy = np.zeros(len(positions))
+    for centres, neighbours, _, squared in pairs.blocks():
+        np.add.at(energy, centres, pair_energy(np.sqrt(squared), types[centres], types[neighbours]))
+    return 0.5 * energy

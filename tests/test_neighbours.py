@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from eignn_jax.neighbours import minimum_image, neighbour_pairs, union_pairs
+from eignn_jax import neighbours as neighbours_module
+from eignn_jax.neighbours import SortedPairs, minimum_image, neighbour_pairs, union_pairs
 
 
 def brute_force_pairs(positions, box, cutoff):
@@ -129,6 +130,47 @@ def test_union_pairs_matches_brute_force(seed, box):
         reference = positions_a[j] - positions_a[i]
         reference = reference - box * np.round(reference / box)
         np.testing.assert_allclose(vector, reference, atol=1e-5)
+
+
+def test_union_pairs_reuses_pairs_of_b():
+    rng = np.random.default_rng(11)
+    box = BOXES[3]
+    positions_a = random_system(rng, box, 300)
+    positions_b = positions_a + rng.normal(scale=0.2, size=positions_a.shape)
+    # The pairs of b within 1.8 σ, kept while searching b with a longer cutoff (as the
+    # graph builder does with the energy's 2.5 σ search), give the same union.
+    shared = SortedPairs(positions_b, box, 2.5, inner=1.8).inner
+    expected = union_pairs(positions_a, positions_b, box, 1.8)
+    got = union_pairs(positions_a, positions_b, box, 1.8, pairs_b=shared)
+    for x, y in zip(expected, got):
+        np.testing.assert_array_equal(x, y)
+    as_float = union_pairs(positions_a, positions_b, box, 1.8, shift_dtype=np.float32)[2]
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, expected[2])
+
+
+def test_far_unwrapped_positions_take_the_argsort_path(monkeypatch):
+    """Shifts too large to pack into the sort keys: the argsort path, same edges."""
+    rng = np.random.default_rng(12)
+    box = BOXES[1]
+    positions = random_system(rng, box, 200)
+    packed = neighbour_pairs(positions, box, 2.0)
+    far = positions + rng.integers(-10**5, 10**5, size=positions.shape) * box
+    paths = []
+    original = neighbours_module._DirectedEdges.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        paths.append(self.packed)
+
+    monkeypatch.setattr(neighbours_module._DirectedEdges, "__init__", spy)
+    centres, neighbours, shifts = neighbour_pairs(far, box, 2.0)
+    assert paths == [False]
+    np.testing.assert_array_equal(centres, packed[0])
+    np.testing.assert_array_equal(neighbours, packed[1])
+    got = edges_as_dict(far, box, centres, neighbours, shifts)
+    for (i, j), vector in edges_as_dict(positions, box, *packed).items():
+        np.testing.assert_allclose(got[i, j], vector, atol=1e-6)
 
 
 def test_union_pairs_rejects_long_edges():
