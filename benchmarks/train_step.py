@@ -1,10 +1,19 @@
-"""Benchmark: graph building and one training step (forward + backward + Adam update).
+"""Benchmark: one training step (forward + backward + Adam update) of the paper-size EIGNN.
 
-    python -m benchmarks.train_step                    # N = 1000 dev graphs, paper model
-    python -m benchmarks.train_step --replicate 2      # the box replicated 2×2×2 (N = 8000)
-    python -m benchmarks.train_step --profile /tmp/trace   # also write a JAX profiler trace
+    python -m benchmarks.train_step                    # N = 1000 dev graphs
+    python -m benchmarks.train_step --system ka4096    # one generated N = 4096 KA graph
+    python -m benchmarks.train_step --replicate 2      # the dev box replicated 2×2×2 (N = 8000)
+    python -m benchmarks.train_step --profile /tmp/trace   # + top operations of 3 profiled steps
+
+Systems: 'dev' uses 4 dev configurations (N = 1000, T = 0.64) with their labels; 'ka4096'
+one N = 4096 KA liquid at density 1.2 with its FIRE inherent structure
+(``benchmarks.systems.ka_configuration``) and random targets (8 time scales; the cost of a
+step does not depend on the label values).
 
 Prints one JSON line per figure: medians over repeats, after a warm-up (compile) step.
+With --profile, the JAX profiler traces 3 more steps and the top operations (thunk time per
+step, summed over the CPU threads) are printed, by op and by module / named scope
+(``benchmarks.profiling``).
 """
 
 import argparse
@@ -16,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from benchmarks.systems import replicate
+from benchmarks import profiling, systems
 from eignn_jax import dataset, graph as graph_lib, training
 from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
@@ -31,22 +40,31 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def benchmark_configurations(system: str, k: int) -> list[dataset.Configuration]:
+    if system == "ka4096":
+        config = systems.ka_configuration(16)
+        targets = np.random.default_rng(0).uniform(0.05, 2.0, size=(8, config.n_particles))
+        return [dataclasses.replace(config, propensity=targets.astype(np.float32),
+                                    times=np.geomspace(0.13, 40, 8))]
+    files = dataset.list_configurations(DEFAULT_DATA)[:4]
+    return [systems.replicate(dataset.load_configuration(f), k) for f in files]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicate", type=int, default=1, help="tile the N=1000 box k×k×k")
+    parser.add_argument("--system", choices=["dev", "ka4096"], default="dev")
+    parser.add_argument("--replicate", type=int, default=1, help="tile the N=1000 dev box k×k×k")
     parser.add_argument("--layers", type=int, default=7)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
+    parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
     args = parser.parse_args()
 
-    files = dataset.list_configurations(DEFAULT_DATA)[:4]
-    configs = [replicate(dataset.load_configuration(f), args.replicate) for f in files]
+    configs = benchmark_configurations(args.system, args.replicate)
     graph_config = graph_lib.GraphConfig()
-    build = median_seconds(lambda: graph_lib.build_graph(configs[0], graph_config), max(3, args.repeats // 2))
     graphs = [graph_lib.build_graph(c, graph_config) for c in configs]
     n, e = int(graphs[0].n_node[0]), int(graphs[0].n_edge[0])
-    print(json.dumps({"benchmark": "graph_build", "n_particles": n, "n_edges": e, "median_s": round(build, 4)}))
 
     model_config = ModelConfig(width=args.width, num_layers=args.layers, l_max=2,
                                num_outputs=graphs[0].nodes["targets"].shape[1],
@@ -70,17 +88,22 @@ def main() -> None:
         loss.block_until_ready()
         times.append(time.perf_counter() - started)
     print(json.dumps({
-        "benchmark": "train_step", "n_particles": n, "n_edges": e, "width": args.width,
-        "layers": args.layers, "l_max": 2, "median_s": round(statistics.median(times), 4),
+        "benchmark": "train_step", "system": args.system, "n_particles": n, "n_edges": e,
+        "width": args.width, "layers": args.layers, "l_max": 2,
+        "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
         "first_step_s_incl_compile": round(first, 2), "compilations": step.traces,
-        "steps": args.repeats, "devices": str(jax.devices()[0].platform)}))
+        "steps": args.repeats, "devices": str(jax.devices()[0].platform)}), flush=True)
 
     if args.profile:
+        steps = 3
         with jax.profiler.trace(args.profile):
-            for k in range(3):
+            for k in range(steps):
                 state, loss = step(state, batches[k % len(batches)])
             loss.block_until_ready()
-        print(json.dumps({"benchmark": "profile", "trace_dir": args.profile}))
+        hlo = step.lower(state, batches[0]).compile().as_text()
+        for by_scope in (False, True):
+            for row in profiling.top_operations(args.profile, hlo, steps, args.top, by_scope):
+                print(json.dumps({"benchmark": "profile", "by": "scope" if by_scope else "op", **row}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""Benchmark: inference (graph building + forward pass) from N = 10³ to 10⁶ particles.
+
+    python -m benchmarks.inference                       # N = 1000, 4096 and 10⁶
+    python -m benchmarks.inference --sizes 1000 4096     # a subset
+    python -m benchmarks.inference --workdir runs/ka_dev # a trained run's parameters
+
+Systems: N = 1000 is a dev configuration; N = 4096 a generated KA liquid with its FIRE
+inherent structure (``benchmarks.systems.ka_configuration``); N = 1 000 000 the dev
+configuration replicated 10×10×10. Without ``--workdir`` the model (paper size: width 32,
+7 layers, ℓ_max = 2) has freshly initialised parameters, which cost the same to evaluate.
+Graphs with more than ``--chunk-above`` edges are processed ``--edge-chunk`` edges at a time
+(``ModelConfig.edge_chunk``), so memory stays O(N) plus one chunk.
+
+Each size runs in its own subprocess so that its peak resident memory (VmHWM) is its own.
+Prints one JSON line per size: graph-building time, first forward pass (including
+compilation), median forward time over repeats, particles per second, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def peak_memory_gib() -> float:
+    """Peak resident memory of this process (VmHWM), GiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def configuration_of_size(n: int):
+    from benchmarks import systems
+    from eignn_jax import dataset
+    dev = dataset.load_configuration("eignn_jax/default_data/N1000T0.64_1.npz")
+    if n == 4096:
+        return systems.ka_configuration(16)
+    k = round((n / dev.n_particles) ** (1 / 3))
+    if dev.n_particles * k**3 != n:
+        raise SystemExit(f"--sizes: {n} is neither 4096 nor 1000·k³")
+    return systems.replicate(dev, k)
+
+
+def measure(n: int, args) -> dict:
+    import jax
+    from eignn_jax import experiment, graph as graph_lib
+    from eignn_jax.model import EIGNN, ModelConfig
+
+    config = configuration_of_size(n)
+    started = time.perf_counter()
+    graph = graph_lib.build_graph(config, graph_lib.GraphConfig())
+    build_s = time.perf_counter() - started
+    n_edges = int(graph.n_edge[0])
+    if args.workdir:
+        run = experiment.load_trained(args.workdir)
+        model_config, params = run.config.model, run.params
+    else:
+        model_config = ModelConfig(num_outputs=8, scales=graph_lib.fit_feature_scales([graph]))
+        params = None
+    chunk = args.edge_chunk if n_edges > args.chunk_above else 0
+    model_config = dataclasses.replace(model_config, edge_chunk=chunk)
+    graph = graph._replace(nodes={**graph.nodes, "targets": np.zeros((n, model_config.num_outputs), np.float32)})
+    padded = graph_lib.pad_graph(graph, graph_lib.padding_budget([graph]))
+    del graph
+    model = EIGNN(model_config)
+    if params is None:
+        params = model.init(jax.random.PRNGKey(0), padded)
+    forward = jax.jit(model.apply)
+    started = time.perf_counter()
+    forward(params, padded).block_until_ready()
+    first_s = time.perf_counter() - started
+    times = []
+    for _ in range(args.repeats if n <= 10**5 else 1):
+        started = time.perf_counter()
+        forward(params, padded).block_until_ready()
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {"benchmark": "inference", "n_particles": n, "n_edges": n_edges, "edge_chunk": chunk,
+            "graph_build_s": round(build_s, 3), "first_forward_s_incl_compile": round(first_s, 2),
+            "forward_median_s": round(median, 4), "repeats": len(times),
+            "particles_per_s": round(n / median), "peak_memory_gib": round(peak_memory_gib(), 2),
+            "trained_params": bool(args.workdir), "devices": jax.devices()[0].platform}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4096, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workdir", default=None, help="trained run whose parameters to use")
+    parser.add_argument("--edge-chunk", type=int, default=2**20)
+    parser.add_argument("--chunk-above", type=int, default=2**22, help="chunk graphs with more edges")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args)), flush=True)
+        return
+    passthrough = [a for a in sys.argv[1:]]
+    for n in args.sizes:
+        result = subprocess.run([sys.executable, "-m", "benchmarks.inference", *passthrough, "--one", str(n)],
+                                capture_output=True, text=True)
+        lines = [l for l in result.stdout.splitlines() if l.startswith("{")]
+        if result.returncode != 0 or not lines:
+            print(json.dumps({"benchmark": "inference", "n_particles": n, "error": result.stderr[-2000:]}))
+        else:
+            print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
