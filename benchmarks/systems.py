@@ -110,8 +110,11 @@ def ka_configuration(n_side: int, seed: int = 0, md_steps: int = 2000) -> datase
     """:func:`ka_liquid` with its FIRE inherent structure, as an unlabelled Configuration."""
     positions, types, box = ka_liquid(n_side, seed, md_steps)
     inherent = minimise.inherent_structure(positions, types, box).positions
-    return dataset.Configuration(path="", types=types, positions=positions, box=box,
-                                 inherent=inherent)
+    # Stored as in GlassBench files: positions in the centred box [−L/2, L/2), each
+    # equilibrium position in the periodic image nearest its initial one.
+    wrapped = minimum_image(positions, box)
+    return dataset.Configuration(path="", types=types, positions=wrapped, box=box,
+                                 inherent=wrapped + minimum_image(inherent - positions, box))
 
 
 def replicate(config: dataset.Configuration, k: int) -> dataset.Configuration:

@@ -19,6 +19,7 @@ step, summed over the CPU threads) are printed, by op and by module / named scop
 import argparse
 import dataclasses
 import json
+import pathlib
 import statistics
 import time
 
@@ -40,12 +41,17 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def benchmark_configurations(system: str, k: int) -> list[dataset.Configuration]:
+def benchmark_configurations(system: str, k: int, system_file: str | None) -> list[dataset.Configuration]:
     if system == "ka4096":
+        if system_file and pathlib.Path(system_file).exists():
+            return [dataset.load_configuration(system_file)]
         config = systems.ka_configuration(16)
         targets = np.random.default_rng(0).uniform(0.05, 2.0, size=(8, config.n_particles))
-        return [dataclasses.replace(config, propensity=targets.astype(np.float32),
-                                    times=np.geomspace(0.13, 40, 8))]
+        config = dataclasses.replace(config, propensity=targets.astype(np.float32),
+                                     times=np.geomspace(0.13, 40, 8))
+        if system_file:
+            dataset.write_configuration(system_file, config)
+        return [config]
     files = dataset.list_configurations(DEFAULT_DATA)[:4]
     return [systems.replicate(dataset.load_configuration(f), k) for f in files]
 
@@ -54,6 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=["dev", "ka4096"], default="dev")
     parser.add_argument("--replicate", type=int, default=1, help="tile the N=1000 dev box k×k×k")
+    parser.add_argument("--system-file", default=None,
+                        help="ka4096: read the system from this .npz if it exists, else write it there "
+                             "(several runs then time the same graph)")
     parser.add_argument("--layers", type=int, default=7)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
@@ -61,7 +70,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
     args = parser.parse_args()
 
-    configs = benchmark_configurations(args.system, args.replicate)
+    configs = benchmark_configurations(args.system, args.replicate, args.system_file)
     graph_config = graph_lib.GraphConfig()
     graphs = [graph_lib.build_graph(c, graph_config) for c in configs]
     n, e = int(graphs[0].n_node[0]), int(graphs[0].n_edge[0])

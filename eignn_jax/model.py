@@ -100,9 +100,12 @@ def safe_sqrt(squared: jax.Array) -> jax.Array:
     return jnp.where(squared > 0, jnp.sqrt(safe), 0.0)
 
 
-def safe_norm(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Euclidean norm with a finite gradient at zero (padding edges have zero vectors)."""
-    return safe_sqrt(jnp.sum(x * x, axis=axis))
+def safe_norm(vectors: jax.Array) -> jax.Array:
+    """[..., 3] → [...] Euclidean norms, with a finite gradient at zero (padding edges have
+    zero vectors). Written as x² + y² + z²: XLA's CPU reduction over a size-3 axis took
+    ≈ 5 % of a train step in the profile."""
+    x, y, z = vectors[..., 0], vectors[..., 1], vectors[..., 2]
+    return safe_sqrt(x * x + y * y + z * z)
 
 
 class MLP(nn.Module):
