@@ -1,7 +1,7 @@
-"""Benchmark: inherent structures by FIRE (eignn_jax.minimise.inherent_structure).
+"""Benchmark: inherent structures (eignn_jax.minimise.inherent_structure), FIRE or L-BFGS.
 
-    python -m benchmarks.inherent_structure              # N = 1000 and N = 4096
-    python -m benchmarks.inherent_structure --repeats 5
+    python -m benchmarks.inherent_structure              # N = 1000 and N = 4096, default method
+    python -m benchmarks.inherent_structure --repeats 5 --method lbfgs
 
 Systems:
 
@@ -16,8 +16,8 @@ Systems:
   energy per particle is printed; the equilibrated N = 1000 dev start is lower).
 
 Prints one JSON line per system: the first (compile + run) wall time, the median
-wall time over ``--repeats`` further runs, FIRE iterations (total and float64),
-the final max |F| and the energy per particle.
+wall time over ``--repeats`` further runs, iterations (total and float64), energy
+evaluations, the final max |F| and the energy per particle.
 """
 
 import argparse
@@ -34,19 +34,21 @@ from eignn_jax import dataset, minimise, potential
 DEV_FILE = "eignn_jax/default_data/N1000T0.64_1.npz"
 
 
-def run(name: str, description: str, positions, types, box, repeats: int) -> None:
+def run(name: str, description: str, positions, types, box, repeats: int,
+        method: str = minimise.DEFAULT_METHOD) -> None:
     """Time inherent_structure on one system and print its JSON line."""
     started = time.perf_counter()
-    result = minimise.inherent_structure(positions, types, box)
+    result = minimise.inherent_structure(positions, types, box, method=method)
     first = time.perf_counter() - started
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        result = minimise.inherent_structure(positions, types, box)
+        result = minimise.inherent_structure(positions, types, box, method=method)
         times.append(time.perf_counter() - started)
     start_energy = float(np.mean(potential.per_particle_energy(positions, types, box)))
     print(json.dumps({
         "system": name,
+        "method": method,
         "start": description,
         "n_particles": int(len(types)),
         "start_energy_per_particle": round(start_energy, 4),
@@ -55,6 +57,7 @@ def run(name: str, description: str, positions, types, box, repeats: int) -> Non
         "repeats": repeats,
         "iterations": result.iterations,
         "float64_iterations": result.float64_iterations,
+        "evaluations": result.evaluations,
         "neighbour_rebuilds": result.neighbour_rebuilds,
         "max_force": float(f"{result.max_force:.3g}"),
         "energy_per_particle": round(result.energy_per_particle, 6),
@@ -70,17 +73,18 @@ def main() -> None:
     parser.add_argument("--md-steps", type=int, default=2000,
                         help="Langevin steps (dt 0.005) at T=0.64 after melting, for N=4096")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=sorted(minimise.METHODS), default=minimise.DEFAULT_METHOD)
     args = parser.parse_args()
 
     config = dataset.load_configuration(args.dev_file)
     run("dev_N1000", f"initial_positions of {args.dev_file} (equilibrated, T=0.64)",
-        config.positions, config.types, config.box, args.repeats)
+        config.positions, config.types, config.box, args.repeats, args.method)
 
     liquid, types, box = ka_liquid(16, args.seed, args.md_steps)
     run("generated_N4096",
         f"jittered 16^3 lattice, random 80:20 types, Langevin MD 500 steps at T=2.0 "
         f"then {args.md_steps} at T=0.64 (dt=0.005): liquid-like, not equilibrated",
-        liquid, types, box, args.repeats)
+        liquid, types, box, args.repeats, args.method)
 
 
 if __name__ == "__main__":

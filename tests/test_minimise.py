@@ -1,4 +1,4 @@
-"""FIRE inherent structures: forces, descent, neighbour-list upkeep, a real configuration."""
+"""Inherent structures by FIRE and L-BFGS: forces, descent, neighbour-list upkeep, real configurations."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ from eignn_jax import dataset, minimise, potential
 from eignn_jax.neighbours import minimum_image
 from tests.conftest import DEFAULT_DATA
 
-# A dev configuration on which our FIRE and the shipped (OpenMM, single
+# A dev configuration on which our FIRE and L-BFGS and the shipped (OpenMM, single
 # precision) minimisation end in the same basin; on others they can differ.
 AGREEING_FILE = "N1000T0.64_12.npz"
 
@@ -204,9 +204,10 @@ def test_overflow_is_detected_and_capacity_grown():
     assert max_force(forces) < 1e-4
 
 
-def test_real_configuration_reaches_the_shipped_inherent_structure():
+@pytest.mark.parametrize("method", ["fire", "lbfgs"])
+def test_real_configuration_reaches_the_shipped_inherent_structure(method):
     config = dataset.load_configuration(DEFAULT_DATA / AGREEING_FILE)
-    result = minimise.inherent_structure(config.positions, config.types, config.box)
+    result = minimise.inherent_structure(config.positions, config.types, config.box, method=method)
 
     _, forces = brute_force(result.positions, config.types, config.box)
     assert max_force(forces) < 1e-4
@@ -215,3 +216,178 @@ def test_real_configuration_reaches_the_shipped_inherent_structure():
     np.testing.assert_allclose(result.energy_per_particle, ours, rtol=1e-10)
     assert abs(ours - shipped) < 1e-3
     assert -7.65 < ours < -7.5
+
+
+# ----------------------------------------------------------------------------
+# L-BFGS
+# ----------------------------------------------------------------------------
+
+
+def test_lbfgs_direction_is_the_bfgs_inverse_hessian_applied_to_minus_the_gradient():
+    # The two-loop recursion over a ring buffer (newest pair not in the last slot,
+    # one slot unused) against the BFGS update written out as dense matrices:
+    # H₀ = (s·y / y·y) I from the newest pair, then H ← Vᵀ H V + ρ s sᵀ with
+    # V = I − ρ y sᵀ, ρ = 1 / (s·y), oldest pair first.
+    rng = np.random.default_rng(10)
+    n, memory, stored, next_slot = 4, 5, 4, 2   # pairs in slots 3, 4, 0, 1 (oldest → newest)
+    with jax.enable_x64(True):
+        hessian = rng.normal(size=(3 * n, 3 * n))
+        hessian = hessian @ hessian.T + 3 * n * np.eye(3 * n)
+        s_history = rng.normal(size=(memory, n, 3))
+        y_history = (s_history.reshape(memory, -1) @ hessian).reshape(memory, n, 3)
+        s_history[(next_slot + 1) % memory] = y_history[(next_slot + 1) % memory] = 1e3  # unused slot
+        sy = np.einsum("kij,kij->k", s_history, y_history)
+        forces = rng.normal(size=(n, 3))
+
+        order = [(next_slot - stored + i) % memory for i in range(stored)]
+        newest = order[-1]
+        h = sy[newest] / np.sum(y_history[newest] ** 2) * np.eye(3 * n)
+        for k in order:
+            s, y = s_history[k].ravel(), y_history[k].ravel()
+            rho = 1.0 / (s @ y)
+            v = np.eye(3 * n) - rho * np.outer(y, s)
+            h = v.T @ h @ v + rho * np.outer(s, s)
+        expected = (h @ forces.ravel()).reshape(n, 3)   # −H g with g = −F
+
+        direction = minimise._lbfgs_direction(
+            jnp.asarray(forces), jnp.asarray(s_history), jnp.asarray(y_history), jnp.asarray(sy),
+            jnp.int32(stored), jnp.int32(next_slot))
+        np.testing.assert_allclose(np.asarray(direction), expected, rtol=1e-10, atol=1e-12)
+        # With nothing stored the direction is the force itself.
+        empty = minimise._lbfgs_direction(jnp.asarray(forces), jnp.asarray(s_history),
+                                          jnp.asarray(y_history), jnp.asarray(sy),
+                                          jnp.int32(0), jnp.int32(next_slot))
+        np.testing.assert_allclose(np.asarray(empty), forces, rtol=0, atol=0)
+
+
+def test_lbfgs_lowers_the_energy_at_every_accepted_step():
+    positions, types, box = jittered_lattice(seed=11)
+    config = minimise.LbfgsConfig()
+    with jax.enable_x64(True):
+        box64 = jnp.asarray(box, jnp.float64)
+        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000,
+                                              dtype=jnp.float64)
+        parameters = minimise.lbfgs_parameters(config, jnp.float64)
+        state = minimise.init_lbfgs_state(jnp.asarray(positions), types, box64, pairs, config)
+        start_forces = np.asarray(state.forces)
+        energies = [brute_force(positions, types, box)[0]]
+        steps = []
+        while int(state.iteration) < 80:
+            before = state
+            state = minimise.lbfgs_steps(state, types, box64, pairs, parameters,
+                                         jnp.int32(int(state.iteration) + 1), jnp.float64(0.0))
+            assert not bool(state.failed)
+            if bool(state.displaced):
+                # Rebuild around the point the line search evaluates next, as
+                # inherent_structure does, and go on.
+                pairs = minimise.build_neighbour_list(np.asarray(state.trial_positions), types, box,
+                                                      config.skin, 20_000, dtype=jnp.float64)
+                state = state._replace(displaced=minimise.needs_rebuild(
+                    pairs, state.trial_positions, config.skin))
+                continue
+            assert int(state.iteration) == int(before.iteration) + 1
+            # The energy the state carries is the true one (a complete list was used) ...
+            energy, forces = brute_force(np.asarray(state.positions), types, box)
+            np.testing.assert_allclose(float(state.energy), energy, rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(state.forces), forces, rtol=0, atol=1e-9)
+            # ... and it dropped by at least the sufficient decrease of the search.
+            step = np.asarray(state.positions - before.positions)
+            slope_bound = config.armijo * float(jnp.vdot(-before.forces, jnp.asarray(step)))
+            assert energy <= energies[-1] + slope_bound + 1e-9
+            energies.append(energy)
+            steps.append(step)
+    assert np.all(np.diff(energies) < 0), f"energy rose at steps {np.flatnonzero(np.diff(energies) >= 0)}"
+    assert energies[-1] < energies[0] - 50.0
+    # The first step is steepest descent; the line search was exercised (some trials rejected).
+    cosine = np.vdot(steps[0], start_forces) / np.linalg.norm(steps[0]) / np.linalg.norm(start_forces)
+    assert cosine > 1 - 1e-12
+    assert int(state.evaluations) > int(state.iteration)
+
+
+def test_lbfgs_rejects_a_trial_that_passes_the_curvature_test_but_raises_the_energy():
+    # Particle 0 passes particle 1 on a straight line, 0.9 σ from it at closest
+    # approach. The start (2 σ before that point) is in 1's attractive tail, so
+    # moving along the line is downhill; the trial point, the closest approach,
+    # is the top of the repulsive bump: zero slope along the line (the strong
+    # Wolfe curvature test passes) but a much higher energy. Only the
+    # sufficient-decrease test stands between that trial and an accepted step.
+    box = np.full(3, 10.0)
+    types = np.array([1, 1], np.int32)
+    positions = np.array([[3.0, 5.9, 5.0], [5.0, 5.0, 5.0]])
+    config = minimise.LbfgsConfig()
+    with jax.enable_x64(True):
+        box64 = jnp.asarray(box, jnp.float64)
+        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 4, dtype=jnp.float64)
+        state = minimise.init_lbfgs_state(jnp.asarray(positions), types, box64, pairs, config)
+        direction = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        slope = -float(jnp.vdot(state.forces, direction))
+        assert slope < 0.0
+        state = state._replace(direction=direction, step=jnp.float64(2.0), slope=jnp.float64(slope))
+        trial = np.asarray(state.trial_positions)
+        trial_energy, trial_forces = brute_force(trial, types, box)
+        assert trial_energy > float(state.energy) + 5.0
+        assert abs(np.vdot(trial_forces, np.asarray(direction))) < 1e-9
+
+        pairs = minimise.build_neighbour_list(trial, types, box, config.skin, 4, dtype=jnp.float64)
+        state = state._replace(displaced=minimise.needs_rebuild(pairs, state.trial_positions, config.skin))
+        after = minimise.lbfgs_steps(state, types, box64, pairs, minimise.lbfgs_parameters(config, jnp.float64),
+                                     jnp.int32(1), jnp.float64(0.0))
+    # One evaluation (the next trial, at step 1, is outside the new list: the loop stops).
+    assert int(after.evaluations) == 1
+    assert int(after.iteration) == 0
+    np.testing.assert_array_equal(np.asarray(after.positions), positions)
+    assert float(after.energy) == float(state.energy)
+    assert float(after.step) == 1.0
+
+
+def test_lbfgs_converges_checked_independently():
+    positions, types, box = jittered_lattice(seed=12)
+    start_energy, _ = brute_force(positions, types, box)
+    result = minimise.inherent_structure(positions, types, box, method="lbfgs")
+
+    energy, forces = brute_force(result.positions, types, box)
+    assert result.method == "lbfgs"
+    assert max_force(forces) < 1e-4
+    assert result.max_force < 1e-4
+    np.testing.assert_allclose(result.energy_per_particle, energy / len(types), rtol=1e-10)
+    assert energy < start_energy
+    assert result.iterations > result.float64_iterations > 0
+    assert result.evaluations >= result.iterations
+    assert np.max(np.abs(result.positions - positions)) < 0.5 * box[0]
+    assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_lbfgs_rebuilds_the_list_for_its_trial_points_and_stays_exact():
+    positions, types, box = jittered_lattice(seed=13)
+    result = minimise.inherent_structure(positions, types, box, minimise.LbfgsConfig(skin=0.05))
+    assert result.neighbour_rebuilds >= 2
+    _, forces = brute_force(result.positions, types, box)
+    assert max_force(forces) < 1e-4
+
+
+def test_lbfgs_non_convergence_raises_with_the_force_reached():
+    positions, types, box = jittered_lattice(seed=5)
+    with pytest.raises(minimise.MinimisationError, match=r"L-BFGS .*max \|F\| = "):
+        minimise.inherent_structure(positions, types, box, minimise.LbfgsConfig(max_iterations=20))
+
+
+def test_method_and_config_must_agree():
+    positions, types, box = jittered_lattice(seed=14)
+    with pytest.raises(ValueError, match="does not match"):
+        minimise.inherent_structure(positions, types, box, minimise.FireConfig(), method="lbfgs")
+    with pytest.raises(ValueError, match="unknown minimisation method"):
+        minimise.inherent_structure(positions, types, box, method="bfgs")
+
+
+def test_lbfgs_and_fire_find_the_same_minimum_near_a_shipped_inherent_structure():
+    config = dataset.load_configuration(DEFAULT_DATA / AGREEING_FILE)
+    rng = np.random.default_rng(15)
+    start = np.asarray(config.inherent, np.float64) + rng.normal(scale=0.02, size=config.inherent.shape)
+    lbfgs = minimise.inherent_structure(start, config.types, config.box, method="lbfgs")
+    fire = minimise.inherent_structure(start, config.types, config.box, method="fire")
+
+    shift = minimum_image(lbfgs.positions - fire.positions, config.box)
+    assert np.mean(np.linalg.norm(shift, axis=1)) < 1e-3
+    assert abs(lbfgs.energy_per_particle - fire.energy_per_particle) < 1e-6
+    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
+    assert abs(lbfgs.energy_per_particle - shipped) < 1e-4
