@@ -8,8 +8,9 @@ Systems: N = 1000 is a dev configuration; N = 4096 a generated KA liquid with it
 inherent structure (``benchmarks.systems.ka_configuration``); N = 1 000 000 the dev
 configuration replicated 10×10×10. Without ``--workdir`` the model (paper size: width 32,
 7 layers, ℓ_max = 2) has freshly initialised parameters, which cost the same to evaluate.
-Graphs with more than ``--chunk-above`` edges are processed ``--edge-chunk`` edges at a time
-(``ModelConfig.edge_chunk``), so memory stays O(N) plus one chunk.
+Graphs too large to process at once are processed in chunks of edges, as
+``experiments.predict`` does (``eignn_jax.model.for_graph_size``), so memory stays O(N)
+plus one chunk.
 
 Each size runs in its own subprocess so that its peak resident memory (VmHWM) is its own.
 Prints one JSON line per size: graph-building time, first forward pass (including
@@ -19,7 +20,6 @@ compilation), median forward time over repeats, particles per second, peak memor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -53,7 +53,7 @@ def configuration_of_size(n: int):
 def measure(n: int, args) -> dict:
     import jax
     from eignn_jax import experiment, graph as graph_lib
-    from eignn_jax.model import EIGNN, ModelConfig
+    from eignn_jax.model import EIGNN, ModelConfig, for_graph_size
 
     config = configuration_of_size(n)
     started = time.perf_counter()
@@ -66,8 +66,8 @@ def measure(n: int, args) -> dict:
     else:
         model_config = ModelConfig(num_outputs=8, scales=graph_lib.fit_feature_scales([graph]))
         params = None
-    chunk = args.edge_chunk if n_edges > args.chunk_above else 0
-    model_config = dataclasses.replace(model_config, edge_chunk=chunk)
+    model_config = for_graph_size(model_config, n_edges)
+    chunk = model_config.edge_chunk
     graph = graph._replace(nodes={**graph.nodes, "targets": np.zeros((n, model_config.num_outputs), np.float32)})
     padded = graph_lib.pad_graph(graph, graph_lib.padding_budget([graph]))
     del graph
@@ -96,8 +96,6 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4096, 1_000_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", default=None, help="trained run whose parameters to use")
-    parser.add_argument("--edge-chunk", type=int, default=2**20)
-    parser.add_argument("--chunk-above", type=int, default=2**22, help="chunk graphs with more edges")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.one is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from eignn_jax import checkpointing, dataset, graph as graph_lib, metrics, plotting, training
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
-from eignn_jax.model import EIGNN
+from eignn_jax.model import EIGNN, for_graph_size
 
 BASELINE_NAME = "|d| line"
 
@@ -230,7 +230,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     times = np.asarray(run.metadata["times"])
     mean = np.asarray(run.metadata["target_mean"])
     std = np.asarray(run.metadata["target_std"])
-    predict_step = training.make_predict_step(EIGNN(run.config.model))
+    predict_steps = {}   # one per model config (chunked or not), each compiled per budget
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -246,7 +246,10 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
         n = config.n_particles
         # Labels are not needed to predict; zero targets keep the step's shapes.
         g = g._replace(nodes={**g.nodes, "targets": np.zeros((n, len(times)), np.float32)})
-        [standardised], _ = training.predict_graphs(predict_step, run.params, [g],
+        model_config = for_graph_size(run.config.model, int(g.n_edge[0]))
+        if model_config not in predict_steps:
+            predict_steps[model_config] = training.make_predict_step(EIGNN(model_config))
+        [standardised], _ = training.predict_graphs(predict_steps[model_config], run.params, [g],
                                                     graph_lib.padding_budget([g]))
         propensity = standardised * std + mean                                # [N, T], σ
         target = out_dir / path.name

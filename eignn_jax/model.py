@@ -83,6 +83,19 @@ class ModelConfig:
             raise ValueError(f"edge_chunk must be ≥ 0, got {self.edge_chunk}")
 
 
+# Graphs with more edges than this are processed in chunks of DEFAULT_EDGE_CHUNK edges
+# (a few GiB of edge intermediates per chunk at width 32) when predicting.
+LARGE_GRAPH_EDGES = 2**22
+DEFAULT_EDGE_CHUNK = 2**20
+
+
+def for_graph_size(config: ModelConfig, n_edges: int) -> ModelConfig:
+    """``config`` with edge chunking switched on for graphs too large to process at once."""
+    if config.edge_chunk or n_edges <= LARGE_GRAPH_EDGES:
+        return config
+    return dataclasses.replace(config, edge_chunk=DEFAULT_EDGE_CHUNK)
+
+
 def harmonic_irreps(l_max: int, parity: str = "polar") -> e3nn.Irreps:
     """Irreps of the spherical harmonics of a polar vector, 0e + 1o + 2e + … ('polar'),
     or all declared even, 0e + 1e + 2e + … ('even')."""

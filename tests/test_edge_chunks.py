@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from eignn_jax import graph as graph_lib, training
-from eignn_jax.model import EIGNN
+from eignn_jax.model import EIGNN, for_graph_size
 from tests.conftest import small_model_config
 
 
@@ -49,3 +49,11 @@ def test_chunks_do_not_change_parameters(real_graph):
     padded = graph_lib.pad_graph(real_graph, graph_lib.padding_budget([real_graph]))
     shapes = lambda c: jax.tree.map(lambda x: x.shape, EIGNN(c).init(jax.random.PRNGKey(0), padded))
     assert shapes(config) == shapes(dataclasses.replace(config, edge_chunk=1000))
+
+
+def test_only_very_large_graphs_are_chunked(real_graph):
+    config = small_model_config([real_graph])
+    assert for_graph_size(config, int(real_graph.n_edge[0])).edge_chunk == 0
+    assert for_graph_size(config, 45_000_000).edge_chunk > 0
+    explicit = dataclasses.replace(config, edge_chunk=1000)
+    assert for_graph_size(explicit, 45_000_000).edge_chunk == 1000
