@@ -1,0 +1,110 @@
+"""The OpenMM propensity generator (extra ``[sim]``): force field, observables, a tiny run."""
+
+import hashlib
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eignn_jax import dataset, graph as graph_lib, potential, simulate as sim, training
+from eignn_jax.model import ModelConfig
+from tests.conftest import DEFAULT_DATA
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_openmm_energy_equals_the_package_potential(configuration):
+    import openmm
+
+    system = sim.build_system(configuration.types, configuration.box)
+    context = sim.make_context(system, openmm.VerletIntegrator(0.005), threads=1)
+    context.setPositions(np.asarray(configuration.positions, np.float64))
+    openmm_energy = context.getState(getEnergy=True).getPotentialEnergy()._value
+    ours = potential.per_particle_energy(np.asarray(configuration.positions, np.float64),
+                                         configuration.types, np.asarray(configuration.box, np.float64)).sum()
+    assert abs(openmm_energy - ours) < 1e-4 * abs(ours)
+
+
+def test_reduced_temperature_maps_to_kelvin():
+    # T = 1 ε/k_B is 1 kJ/mol / k_B: the thermostat's kT must be 1 in OpenMM's energy unit.
+    assert sim.kelvin(1.0) * 0.00831446261815324 == pytest.approx(1.0, rel=1e-12)
+
+
+def test_maxwell_boltzmann_has_zero_momentum_and_the_temperature():
+    v = sim.maxwell_boltzmann(20000, 0.64, np.random.default_rng(0))
+    np.testing.assert_allclose(v.mean(axis=0), 0.0, atol=1e-12)
+    assert (v**2).mean() == pytest.approx(0.64, rel=0.02)
+
+
+def test_self_intermediate_scattering_of_gaussian_displacements():
+    # Isotropic Gaussian displacements with per-axis variance s²: F_s(q) = exp(−q² s² / 2).
+    rng = np.random.default_rng(1)
+    spreads = np.array([0.02, 0.1, 0.2])
+    displacements = rng.normal(size=(3, 100000, 3)) * spreads[:, None, None]
+    expected = np.exp(-(sim.SELF_SCATTERING_Q * spreads) ** 2 / 2)
+    np.testing.assert_allclose(sim.self_intermediate_scattering(displacements), expected, atol=5e-3)
+
+
+def test_relaxation_time_of_an_exponential():
+    times = np.geomspace(0.01, 100, 40)
+    assert sim.relaxation_time(times, np.exp(-times / 7.8)) == pytest.approx(7.8, rel=0.01)
+    assert math.isnan(sim.relaxation_time(times, np.ones_like(times)))
+
+
+def test_broken_bonds_on_a_hand_built_case():
+    box = np.full(3, 10.0)
+    types = np.array([1, 1, 2])
+    # 0–1 bonded (1.0 < 1.4 σ_AA), 0–2 bonded (1.0 < 1.4 σ_AB = 1.12), 1–2 not (2 > 1.12).
+    start = np.array([[0.0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0]])
+    bonds = sim.bond_pairs(start, types, box, 1.4)
+    assert sorted(map(tuple, bonds.tolist())) == [(0, 1), (0, 2)]
+    later = start.copy()
+    later[1, 0] = 2.0                                      # 0–1 now 2.0 > 1.7 σ_AA: broken
+    later[2, 0] = -1.3 + box[0]                            # 0–2 at 1.3 < 1.7 · 0.8 = 1.36, other image
+    fraction = sim.broken_bond_fraction(np.stack([start, later]), bonds, types, box, 1.7)
+    np.testing.assert_allclose(fraction, [[0, 0, 0], [0.5, 1.0, 0.0]])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("simulated")
+    command = [sys.executable, "-m", "experiments.simulate", "--out", str(out), "--n", "400",
+               "--configs", "2", "--runs", "2", "--times", "0.05,0.1", "--equilibrate", "1",
+               "--spacing", "0.5", "--tau-alpha", "1", "--melt-time", "0.5", "--workers", "0"]
+    subprocess.run(command, cwd=REPOSITORY, check=True, capture_output=True, text=True)
+    return out, command
+
+
+def test_tiny_run_yields_files_the_loader_and_trainer_accept(tiny_run, tmp_path):
+    out, _ = tiny_run
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["runs"] == 2 and meta["engine"].startswith("openmm")
+    configurations = [dataset.load_configuration(p) for p in dataset.list_configurations(out)]
+    assert len(configurations) == 2
+    for c in configurations:
+        assert c.n_particles == 400
+        np.testing.assert_allclose(c.times, [0.05, 0.1])
+        assert np.asarray(c.propensity).shape == (2, 400) and np.all(np.asarray(c.propensity) > 0)
+        # Mean |Δr| grows with time for almost every particle (2 runs, ballistic regime).
+        assert np.mean(np.asarray(c.propensity)[1] > np.asarray(c.propensity)[0]) > 0.9
+        assert c.inherent is not None
+    graphs = [graph_lib.build_graph(c, graph_lib.GraphConfig()) for c in configurations]
+    model_config = ModelConfig(width=8, num_layers=1, num_outputs=2,
+                               scales=graph_lib.fit_feature_scales(graphs))
+    state = training.train(model_config, training.TrainConfig(epochs=1), graphs[:1], graphs[1:],
+                           tmp_path / "run", {"source": "test"}, log=lambda _: None)
+    assert int(state.step) == 1
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_tiny_run_is_resumable_without_rewriting(tiny_run):
+    out, command = tiny_run
+    digest = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.npz"))}
+    before = digest()
+    result = subprocess.run(command, cwd=REPOSITORY, check=True, capture_output=True, text=True)
+    assert "all 2 configurations already in" in result.stdout
+    assert digest() == before
