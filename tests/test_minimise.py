@@ -140,10 +140,14 @@ def test_default_fire_converges_checked_independently():
     assert jnp.zeros(1).dtype == jnp.float32
 
 
-def test_non_convergence_raises_with_the_force_reached():
+@pytest.mark.parametrize("config,message", [
+    (minimise.FireConfig(max_iterations=20), r"max \|F\| = "),
+    (minimise.LbfgsConfig(max_iterations=20), r"L-BFGS .*max \|F\| = "),
+], ids=["fire", "lbfgs"])
+def test_non_convergence_raises_with_the_force_reached(config, message):
     positions, types, box = jittered_lattice(seed=5)
-    with pytest.raises(minimise.MinimisationError, match=r"max \|F\| = "):
-        minimise.inherent_structure(positions, types, box, minimise.FireConfig(max_iterations=20))
+    with pytest.raises(minimise.MinimisationError, match=message):
+        minimise.inherent_structure(positions, types, box, config)
 
 
 def test_needs_rebuild_at_half_the_skin():
@@ -363,12 +367,6 @@ def test_lbfgs_rebuilds_the_list_for_its_trial_points_and_stays_exact():
     assert result.neighbour_rebuilds >= 2
     _, forces = brute_force(result.positions, types, box)
     assert max_force(forces) < 1e-4
-
-
-def test_lbfgs_non_convergence_raises_with_the_force_reached():
-    positions, types, box = jittered_lattice(seed=5)
-    with pytest.raises(minimise.MinimisationError, match=r"L-BFGS .*max \|F\| = "):
-        minimise.inherent_structure(positions, types, box, minimise.LbfgsConfig(max_iterations=20))
 
 
 def test_method_and_config_must_agree():
