@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Sequence
 
@@ -469,15 +470,18 @@ class _Engine:
         self.context = make_context(build_system(types, box), self.integrator, platform, threads)
 
 
-_ENGINE: list[_Engine] = []  # this process's engine (at most one), reused while the system is the same
+# Each thread's engine, reused while the system stays the same. Per thread, because a Dask
+# worker may run several tasks at once in one process, and a context is not thread-safe.
+_ENGINES = threading.local()
 
 
 def _engine(task: RunTask) -> _Engine:
     key = (np.asarray(task.types).tobytes(), tuple(np.asarray(task.box, np.float64)), task.dt,
            task.platform, task.threads)
-    if not _ENGINE or _ENGINE[0].key != key:
-        _ENGINE[:] = [_Engine(task.types, task.box, task.dt, task.platform, task.threads)]
-    return _ENGINE[0]
+    engine = getattr(_ENGINES, "engine", None)
+    if engine is None or engine.key != key:
+        engine = _ENGINES.engine = _Engine(task.types, task.box, task.dt, task.platform, task.threads)
+    return engine
 
 
 def iso_configurational_run(task: RunTask) -> RunResult:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -159,17 +160,33 @@ class _Serial(concurrent.futures.Executor):
         return future
 
 
-def make_executor(workers: int, scheduler: str | None):
-    """Local processes (spawned: the parent runs JAX), this process, or a Dask cluster's workers."""
+@contextlib.contextmanager
+def executor_for(workers: int, scheduler: str | None):
+    """The executor of the NVE runs: a Dask cluster's workers (``scheduler``), this process
+    (``workers`` = 0) or local processes (spawned, not forked: this process runs JAX).
+
+    On leaving, local processes finish or drop their queued runs; a Dask client is closed,
+    which makes the scheduler forget the runs it still holds for us.
+    """
     if scheduler:
         try:
             from dask.distributed import Client
         except ImportError as error:
-            raise SystemExit("error: --scheduler needs dask.distributed: pip install distributed") from error
-        return Client(scheduler).get_executor()
-    if workers == 0:
-        return _Serial()
-    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            raise SystemExit("error: --scheduler needs dask.distributed: pip install 'eignn_jax[sim]'") from error
+        client = Client(scheduler)
+        try:
+            # pure=False: every run is its own task, even if two had equal arguments.
+            yield client.get_executor(pure=False)
+        finally:
+            client.close()
+    elif workers == 0:
+        yield _Serial()
+    else:
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def finish(path: pathlib.Path, protocol: sim.Protocol, positions, inherent, results) -> dict:
@@ -193,8 +210,6 @@ def finish(path: pathlib.Path, protocol: sim.Protocol, positions, inherent, resu
 
 
 def generate(args, protocol: sim.Protocol, tau_alpha: float) -> None:
-    from eignn_jax import equilibrium
-
     out = pathlib.Path(args.out)
     prepare_folder(out, protocol, args.configs, tau_alpha)
     todo = [i for i in range(1, args.configs + 1) if not (out / file_name(protocol, i)).exists()]
@@ -203,8 +218,16 @@ def generate(args, protocol: sim.Protocol, tau_alpha: float) -> None:
         print(f"all {args.configs} configurations already in {out}", flush=True)
         return
     print(f"{done_before} configuration(s) already done; {len(todo)} to go", flush=True)
-    executor = make_executor(args.workers, args.scheduler)
-    chain = Chain(out / CHAIN_FILE, protocol, args.chain_threads)
+    with executor_for(args.workers, args.scheduler) as executor:
+        _run_all(args, protocol, out, todo, executor)
+
+
+def _run_all(args, protocol: sim.Protocol, out: pathlib.Path, todo: list[int], executor) -> None:
+    """Walk the chain to every configuration in ``todo``, hand its runs to ``executor`` and
+    write each configuration's file as soon as all its runs are back."""
+    from eignn_jax import dataset, equilibrium
+
+    chain = Chain(out / CHAIN_FILE, protocol, args.chain_threads or None)
     pending: dict[int, tuple] = {}
     steps = tuple(int(s) for s in protocol.steps)
 
@@ -221,26 +244,22 @@ def generate(args, protocol: sim.Protocol, tau_alpha: float) -> None:
                        "wall_seconds": round(time.perf_counter() - started, 1)}
             print(f"[{index}/{args.configs}] {file_name(protocol, index)}: {json.dumps(summary)}", flush=True)
 
-    try:
-        for index in range(1, max(todo) + 1):
-            positions = chain.sample(index)
-            if index not in todo:
-                continue
-            started = time.perf_counter()
-            futures = [executor.submit(sim.iso_configurational_run, sim.RunTask(
-                positions=positions, types=protocol.types, box=protocol.box, temperature=protocol.temperature,
-                dt=protocol.dt, steps=steps, seed=(protocol.seed, index, run), bond_in=protocol.bond_in,
-                bond_out=protocol.bond_out, platform=protocol.platform, threads=args.run_threads))
-                for run in range(protocol.runs)]
-            # While the runs go, this process finds the inherent structure (JAX).
-            from eignn_jax import dataset
-            probe = dataset.Configuration(path="", types=protocol.types, positions=positions, box=protocol.box)
-            inherent, _ = equilibrium.compute(probe, "inherent")
-            pending[index] = (positions, inherent, futures, started)
-            collect(block=False)
-        collect(block=True)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True) if hasattr(executor, "shutdown") else None
+    for index in range(1, max(todo) + 1):
+        positions = chain.sample(index)
+        if index not in todo:
+            continue
+        started = time.perf_counter()
+        futures = [executor.submit(sim.iso_configurational_run, sim.RunTask(
+            positions=positions, types=protocol.types, box=protocol.box, temperature=protocol.temperature,
+            dt=protocol.dt, steps=steps, seed=(protocol.seed, index, run), bond_in=protocol.bond_in,
+            bond_out=protocol.bond_out, platform=protocol.platform, threads=args.run_threads))
+            for run in range(protocol.runs)]
+        # While the runs go, this process finds the inherent structure (JAX).
+        probe = dataset.Configuration(path="", types=protocol.types, positions=positions, box=protocol.box)
+        inherent, _ = equilibrium.compute(probe, "inherent")
+        pending[index] = (positions, inherent, futures, started)
+        collect(block=False)
+    collect(block=True)
 
 
 def print_check(report: dict, reference: dict | None) -> None:
@@ -304,7 +323,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="local worker processes for the NVE runs (0: in this process)")
     parser.add_argument("--run-threads", type=int, default=1, help="OpenMM CPU threads per worker")
-    parser.add_argument("--chain-threads", type=int, default=None, help="OpenMM CPU threads of the chain")
+    parser.add_argument("--chain-threads", type=int, default=1,
+                        help="OpenMM CPU threads of the chain (default 1: with more, OpenMM sums forces in a "
+                             "varying order and the chaotic dynamics make the data differ bit for bit from run "
+                             "to run; 0: all cores)")
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:8786)")
     parser.add_argument("--segments", type=int, default=8, help="--check: NVE segments (time origins)")
     parser.add_argument("--segment-time", type=float, default=None,
@@ -332,7 +354,7 @@ def main(argv=None) -> None:
 
     if args.check:
         report = sim.check(protocol, segments=args.segments,
-                           segment_time=args.segment_time or 5.0 * tau_alpha, threads=args.chain_threads)
+                           segment_time=args.segment_time or 5.0 * tau_alpha, threads=args.chain_threads or None)
         reference = reference_peaks(args.reference_data) if args.reference_data else None
         if reference:
             report["reference_data"] = {"folder": args.reference_data, **reference}

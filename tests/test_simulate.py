@@ -108,3 +108,26 @@ def test_tiny_run_is_resumable_without_rewriting(tiny_run):
     result = subprocess.run(command, cwd=REPOSITORY, check=True, capture_output=True, text=True)
     assert "all 2 configurations already in" in result.stdout
     assert digest() == before
+
+
+def test_runs_on_a_dask_cluster_give_the_files_of_the_serial_run(tiny_run, tmp_path):
+    # The same protocol through a local Dask cluster (--scheduler): one worker process with
+    # two threads, so two runs share a process at once. Single-threaded OpenMM everywhere
+    # (chain and runs) is deterministic, so the files must be the same bit for bit.
+    distributed = pytest.importorskip("distributed")
+    serial, command = tiny_run
+    out = tmp_path / "dask"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster:
+        dask_command = command[:command.index("--out") + 1] + [str(out)] + command[command.index("--out") + 2:]
+        # A context shared between threads can hang rather than fail: hence the timeout.
+        subprocess.run(dask_command + ["--scheduler", cluster.scheduler_address], cwd=REPOSITORY,
+                       check=True, capture_output=True, text=True, timeout=300)
+    names = sorted(p.name for p in serial.glob("*.npz"))
+    assert names == sorted(p.name for p in out.glob("*.npz")) and len(names) == 2
+    for name in names:
+        ours, theirs = dataset.load_configuration(out / name), dataset.load_configuration(serial / name)
+        for field in ("positions", "inherent", "propensity"):
+            np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field), err_msg=field)
+        for extra in ("md_disp", "bb_prop"):
+            np.testing.assert_array_equal(ours.extras[extra], theirs.extras[extra], err_msg=extra)
