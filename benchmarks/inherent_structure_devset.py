@@ -11,8 +11,9 @@ default config (:class:`eignn_jax.minimise.FireConfig` or ``LbfgsConfig``). ``op
 ``eignn_jax.simulate``) from the initial positions, then finished by our default
 minimiser to max |F| < 1e-4 (which stays in that basin, as --from-shipped shows).
 
-Default folder: ``../shared/data/ka3d_T064_N1000`` (the 32-file dev set), else the
-embedded ``eignn_jax/default_data``. For every file, minimises
+Default folder: ``../shared/data/ka3d_T064_N1000`` (the 32-file dev set), else the one
+dev-set file kept in ``tests/data`` (the embedded default data is made by our own
+generator, whose inherent structures come from our minimiser). For every file, minimises
 ``initial_positions`` and prints one JSON line: wall time (the first file's includes
 compilation), iterations (all, and in float64), energy evaluations, final max |F| (ε/σ)
 and whether it is below
@@ -39,7 +40,7 @@ ENERGY_AGREEMENT = 1e-3  # ε per particle
 FORCE_TOLERANCE = 1e-4  # ε/σ
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
-_CANDIDATES = (_ROOT.parent / "shared" / "data" / "ka3d_T064_N1000", _ROOT / "eignn_jax" / "default_data")
+_CANDIDATES = (_ROOT.parent / "shared" / "data" / "ka3d_T064_N1000", _ROOT / "tests" / "data")
 
 
 def openmm_minimum(positions, types, box, tolerance: float = 1e-3) -> np.ndarray:

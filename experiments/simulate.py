@@ -41,8 +41,12 @@ def file_name(protocol: sim.Protocol, index: int) -> str:
     return f"N{protocol.n}T{protocol.temperature:g}_{index}.npz"
 
 
-def meta_for(protocol: sim.Protocol, configs: int, tau_alpha: float) -> dict:
-    """meta.json of a data set: the dev set's keys, then the full protocol."""
+def meta_for(protocol: sim.Protocol, configs: int, tau_alpha: float, threads: dict) -> dict:
+    """meta.json of a data set: the dev set's keys, then the full protocol.
+
+    ``threads``: OpenMM CPU threads of the chain and of each run (None: all cores); with one
+    thread each, the same command on the same OpenMM build remakes the files bit for bit.
+    """
     return {
         "n": protocol.n,
         "rho": protocol.density,
@@ -57,6 +61,7 @@ def meta_for(protocol: sim.Protocol, configs: int, tau_alpha: float) -> dict:
         "configurations": configs,
         "tau_alpha_assumed": tau_alpha,
         "protocol": dataclasses.asdict(protocol),
+        "threads": threads,
         "thermostat": "LangevinMiddleIntegrator (chain only); NVE velocity Verlet for the runs",
         "md_prop": "mean over runs of |r_i(t) - r_i(0)|, unwrapped, [T, N]",
         "md_disp": "mean over runs of r_i(t) - r_i(0), [T, N, 3]",
@@ -66,7 +71,7 @@ def meta_for(protocol: sim.Protocol, configs: int, tau_alpha: float) -> dict:
     }
 
 
-def prepare_folder(out: pathlib.Path, protocol: sim.Protocol, configs: int, tau_alpha: float) -> None:
+def prepare_folder(out: pathlib.Path, protocol: sim.Protocol, configs: int, tau_alpha: float, threads: dict) -> None:
     """Create ``out`` with meta.json, or check that an existing meta.json has the same protocol."""
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
@@ -77,7 +82,7 @@ def prepare_folder(out: pathlib.Path, protocol: sim.Protocol, configs: int, tau_
                              "use a new --out or the same arguments")
         if old.get("configurations", 0) >= configs:
             return
-    meta = meta_for(protocol, configs, tau_alpha)
+    meta = meta_for(protocol, configs, tau_alpha, threads)
     meta["command"] = "python -m experiments.simulate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from eignn_jax import files
     files.atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
@@ -211,7 +216,8 @@ def finish(path: pathlib.Path, protocol: sim.Protocol, positions, inherent, resu
 
 def generate(args, protocol: sim.Protocol, tau_alpha: float) -> None:
     out = pathlib.Path(args.out)
-    prepare_folder(out, protocol, args.configs, tau_alpha)
+    prepare_folder(out, protocol, args.configs, tau_alpha,
+                   {"chain": args.chain_threads or None, "runs": args.run_threads})
     todo = [i for i in range(1, args.configs + 1) if not (out / file_name(protocol, i)).exists()]
     done_before = args.configs - len(todo)
     if not todo:
@@ -267,7 +273,9 @@ def print_check(report: dict, reference: dict | None) -> None:
     rows = [("NVE drift / particle / 1e4 steps (dt = %g)" % report["dt"],
              f"{report['drift_per_particle_per_1e4_steps']:.2e}",
              f"≈ {sim.REFERENCE['drift_per_particle_per_1e4_steps']:.0e} (magnitude)"),
-            ("tau_alpha (F_s, q = 7.25, A)", f"{report['tau_alpha']:.2f}",
+            ("tau_alpha (F_s, q = 7.25, A)",
+             f"{report['tau_alpha']:.2f} (origins {np.nanmean(report['tau_alpha_per_origin']):.1f} "
+             f"± {report['tau_alpha_origin_stderr']:.1f})",
              f"{tau_ref}" if tau_ref is not None else "-")]
     for name, peak in report["g_first_peaks"].items():
         ref = "-"

@@ -10,6 +10,8 @@ from eignn_jax import dataset, graph as graph_lib
 from eignn_jax.model import EIGNN, ModelConfig
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data"
+# One file of the dev set, made by another pipeline (tests/data/SOURCE.md).
+DEV_SET_FILE = pathlib.Path(__file__).resolve().parent / "data" / "N1000T0.64_12.npz"
 
 
 @pytest.fixture(scope="session")

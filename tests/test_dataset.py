@@ -20,10 +20,11 @@ from eignn_jax.dataset import (
     write_configuration,
 )
 
-# A real dev-set file, shipped unchanged in the embedded default data.
-from tests.conftest import DEFAULT_DATA  # noqa: E402
+# A real dev-set file made by another pipeline, and a file of our own embedded default data.
+from tests.conftest import DEFAULT_DATA, DEV_SET_FILE  # noqa: E402
 
-_DEV_FILE = DEFAULT_DATA / "N1000T0.64_1.npz"
+_DEV_FILE = DEV_SET_FILE
+_OWN_FILE = DEFAULT_DATA / "N1000T0.64_1.npz"
 
 
 def _lattice_positions(n_side: int, box_side: float, seed: int, jitter: float = 0.2) -> np.ndarray:
@@ -73,10 +74,11 @@ def test_reads_dev_file():
     assert config.cage is None
 
 
-def test_dev_file_round_trip(tmp_path):
-    out = tmp_path / _DEV_FILE.name
-    write_configuration(out, load_configuration(_DEV_FILE))
-    _assert_same_arrays(_raw_npz(_DEV_FILE), _raw_npz(out))
+@pytest.mark.parametrize("path", [_DEV_FILE, _OWN_FILE], ids=["dev_set", "default_data"])
+def test_real_file_round_trip(path, tmp_path):
+    out = tmp_path / path.name
+    write_configuration(out, load_configuration(path))
+    _assert_same_arrays(_raw_npz(path), _raw_npz(out))
     assert not list(tmp_path.glob(".*.tmp")), "temporary file left behind"
 
 

@@ -7,11 +7,11 @@ import pytest
 
 from eignn_jax import dataset, minimise, potential
 from eignn_jax.neighbours import minimum_image
-from tests.conftest import DEFAULT_DATA
+from tests.conftest import DEV_SET_FILE
 
-# A dev configuration on which our FIRE and L-BFGS and the shipped (OpenMM, single
+# A dev-set configuration on which our FIRE and L-BFGS and the shipped (OpenMM, single
 # precision) minimisation end in the same basin; on others they can differ.
-AGREEING_FILE = "N1000T0.64_12.npz"
+AGREEING_FILE = DEV_SET_FILE
 
 
 def jittered_lattice(seed, n_side=6, density=1.2, jitter=0.1):
@@ -210,7 +210,7 @@ def test_overflow_is_detected_and_capacity_grown():
 
 @pytest.mark.parametrize("method", ["fire", "lbfgs"])
 def test_real_configuration_reaches_the_shipped_inherent_structure(method):
-    config = dataset.load_configuration(DEFAULT_DATA / AGREEING_FILE)
+    config = dataset.load_configuration(AGREEING_FILE)
     result = minimise.inherent_structure(config.positions, config.types, config.box, method=method)
 
     _, forces = brute_force(result.positions, config.types, config.box)
@@ -378,7 +378,7 @@ def test_method_and_config_must_agree():
 
 
 def test_lbfgs_and_fire_find_the_same_minimum_near_a_shipped_inherent_structure():
-    config = dataset.load_configuration(DEFAULT_DATA / AGREEING_FILE)
+    config = dataset.load_configuration(AGREEING_FILE)
     rng = np.random.default_rng(15)
     start = np.asarray(config.inherent, np.float64) + rng.normal(scale=0.02, size=config.inherent.shape)
     lbfgs = minimise.inherent_structure(start, config.types, config.box, method="lbfgs")

@@ -131,3 +131,21 @@ def test_runs_on_a_dask_cluster_give_the_files_of_the_serial_run(tiny_run, tmp_p
             np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field), err_msg=field)
         for extra in ("md_disp", "bb_prop"):
             np.testing.assert_array_equal(ours.extras[extra], theirs.extras[extra], err_msg=extra)
+
+
+def test_check_report_on_a_short_run():
+    # A short validation run (N = 400): the NVE energy is conserved, the first peaks of the
+    # partial g(r) sit where the KA liquid has them, F_s starts at 1 and decays, and the
+    # per-origin τ_α bracket the τ_α of the mean F_s.
+    protocol = sim.Protocol(n=400, temperature=0.8, melt_time=2.0, equilibration_time=10.0)
+    report = sim.check(protocol, segments=3, segment_time=10.0, samples=16, threads=1, log=lambda _: None)
+    assert report["nve_steps"] == 3 * 2000
+    assert abs(report["drift_per_particle_per_1e4_steps"]) < 3e-3  # measured 9e-4 over this short run
+    peaks = report["g_first_peaks"]
+    assert 1.0 < peaks["AA"]["r"] < 1.15 and 0.8 < peaks["AB"]["r"] < 0.95
+    assert peaks["AB"]["g"] > peaks["AA"]["g"] > 2.0
+    values = np.asarray(report["f_s"]["values"])
+    assert values[0] > 0.99 and values[-1] < 1 / math.e and np.all(np.diff(values) < 1e-3)
+    per_origin = np.asarray(report["tau_alpha_per_origin"])
+    assert per_origin.min() <= report["tau_alpha"] * 1.05 and report["tau_alpha"] <= per_origin.max() * 1.05
+    assert 0 < report["tau_alpha"] < 10.0 and report["tau_alpha_origin_stderr"] >= 0

@@ -1,0 +1,132 @@
+"""Benchmark: the propensity generator (experiments.simulate) against OpenMM's raw step rate.
+
+    python -m benchmarks.simulate                      # N = 1000, R = 8, t <= 40, 2 workers
+    python -m benchmarks.simulate --part runs          # only the iso-configurational runs
+
+Needs the extra ``[sim]``. Run it on a quiet machine: every figure is a wall time.
+
+1. ``raw``: each of ``--workers`` processes, started together, builds a one-thread NVE
+   context on the configuration and times one ``integrator.step(S)`` call with no Python
+   in between (S = the steps of one run). Their mean rate r (steps/s per process) is what
+   OpenMM alone achieves under the same load.
+2. ``runs``: the R runs of one configuration, as ``generate`` submits them
+   (``iso_configurational_run`` through the same process pool), timed from the first
+   submission to the last result; repeated ``--repeats`` times on the warm pool. Ideal
+   time R · S / (W · r); overhead = measured / ideal − 1. It contains the Python round
+   trips, velocity draws, position reads, the bond-breaking analysis and the pickling of
+   the results.
+3. ``pipeline``: the whole command (``experiments.simulate``, one-thread chain, a
+   configuration every ``--spacing`` τ_α) for ``--configs`` configurations in a temporary
+   folder; the time per configuration is the interval between consecutive files once the
+   first is written. Ideal: (R · S + chain steps per configuration) / (W · r). The rest is
+   the inherent-structure minimisation (JAX, in the main process), the file writing and
+   the Python around them.
+
+The configuration is ``initial_positions`` of an embedded default-data file (KA 80:20,
+N = 1000, T = 0.64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from eignn_jax import dataset, simulate as sim
+
+DEV_FILE = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
+
+
+def raw_rate(task: sim.RunTask, warmup: int = 200) -> float:
+    """Steps per second of one ``integrator.step(steps[-1])`` call on a fresh one-thread context."""
+    import openmm
+
+    integrator = openmm.VerletIntegrator(task.dt)
+    context = sim.make_context(sim.build_system(task.types, task.box), integrator, task.platform, task.threads)
+    context.setPositions(np.asarray(task.positions, np.float64))
+    rng = np.random.default_rng(list(task.seed))
+    context.setVelocities(sim.maxwell_boltzmann(len(task.positions), task.temperature, rng))
+    integrator.step(warmup)
+    steps = int(task.steps[-1])
+    started = time.perf_counter()
+    integrator.step(steps)
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["all", "runs", "pipeline"], default="all")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=8, help="R, NVE runs per configuration")
+    parser.add_argument("--times", default=",".join(f"{t:g}" for t in sim.DEFAULT_TIMES))
+    parser.add_argument("--repeats", type=int, default=2, help="configurations timed in part runs")
+    parser.add_argument("--configs", type=int, default=3, help="configurations made in part pipeline")
+    parser.add_argument("--spacing", type=float, default=10.0, help="pipeline: tau_alpha between configurations")
+    args = parser.parse_args()
+
+    config = dataset.load_configuration(DEV_FILE)
+    protocol = sim.Protocol(n=config.n_particles, runs=args.runs,
+                            times=tuple(float(t) for t in args.times.split(",")))
+    steps = tuple(int(s) for s in protocol.steps)
+
+    def task(index: int, run: int) -> sim.RunTask:
+        return sim.RunTask(positions=np.asarray(config.positions, np.float64), types=config.types,
+                           box=np.asarray(config.box, np.float64), temperature=protocol.temperature,
+                           dt=protocol.dt, steps=steps, seed=(0, index, run), bond_in=protocol.bond_in,
+                           bond_out=protocol.bond_out)
+
+    header = {"n": protocol.n, "runs": protocol.runs, "steps_per_run": steps[-1], "workers": args.workers,
+              "engine": sim.engine_version()}
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+        rates = list(pool.map(raw_rate, [task(0, w) for w in range(args.workers)]))
+        rate = statistics.mean(rates)
+        print(json.dumps({"benchmark": "simulate.raw", **header, "steps_per_s_per_process": [round(r) for r in rates],
+                          "steps_per_s_total": round(sum(rates))}), flush=True)
+        if args.part in ("all", "runs"):
+            ideal = protocol.runs * steps[-1] / (args.workers * rate)
+            walls = []
+            for repeat in range(args.repeats + 1):          # the first builds each worker's engine
+                started = time.perf_counter()
+                results = list(pool.map(sim.iso_configurational_run,
+                                        [task(repeat + 1, run) for run in range(protocol.runs)]))
+                walls.append(time.perf_counter() - started)
+            steady = statistics.median(walls[1:]) if len(walls) > 1 else walls[0]
+            print(json.dumps({"benchmark": "simulate.runs", **header, "first_configuration_s": round(walls[0], 2),
+                              "configuration_s": [round(w, 2) for w in walls[1:]], "ideal_s": round(ideal, 2),
+                              "overhead": round(steady / ideal - 1, 4),
+                              "md_share_in_tasks": round(sum(r.md_seconds for r in results)
+                                                         / sum(r.seconds for r in results), 4)}), flush=True)
+
+    if args.part in ("all", "pipeline"):
+        with tempfile.TemporaryDirectory() as folder:
+            out = pathlib.Path(folder) / "data"
+            command = [sys.executable, "-m", "experiments.simulate", "--out", str(out), "--temperature",
+                       f"{protocol.temperature:g}", "--configs", str(args.configs), "--runs", str(protocol.runs),
+                       "--times", args.times, "--equilibrate", "0", "--spacing", f"{args.spacing:g}",
+                       "--workers", str(args.workers)]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=pathlib.Path(__file__).parents[1])
+            meta = json.loads((out / "meta.json").read_text())
+            written = sorted((out / f"N{protocol.n}T{protocol.temperature:g}_{i}.npz").stat().st_mtime
+                             for i in range(1, args.configs + 1))
+        intervals = np.diff(written)
+        chain_steps = meta["protocol"]["spacing"] / protocol.dt
+        ideal = (protocol.runs * steps[-1] + chain_steps) / (args.workers * rate)
+        per_configuration = float(np.median(intervals))
+        print(json.dumps({"benchmark": "simulate.pipeline", **header, "chain_steps_per_configuration":
+                          round(chain_steps), "configuration_s": [round(float(i), 2) for i in intervals],
+                          "ideal_s": round(ideal, 2), "overhead": round(per_configuration / ideal - 1, 4)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
