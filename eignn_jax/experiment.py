@@ -258,7 +258,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             f"initial_positions_{kind}": np.asarray(config.equilibrium(kind)),
             "predicted_propensity": propensity.T.astype(np.float32),
             "predicted_standardised": standardised.T.astype(np.float32),
-            "times": times.astype(np.float32), "box": np.asarray(config.box)})
+            "times": times.astype(np.float64), "box": np.asarray(config.box)})
         xyz.write_extended_xyz(
             target.with_suffix(".xyz"), config.types, config.positions, config.box,
             {"disp": g.nodes["displacements"],
