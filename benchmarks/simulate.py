@@ -8,7 +8,8 @@ Needs the extra ``[sim]``. Run it on a quiet machine: every figure is a wall tim
 1. ``raw``: each of ``--workers`` processes, started together, builds a one-thread NVE
    context on the configuration and times one ``integrator.step(S)`` call with no Python
    in between (S = the steps of one run). Their mean rate r (steps/s per process) is what
-   OpenMM alone achieves under the same load.
+   OpenMM alone achieves under the same load. The same for the chain's Langevin
+   integrator (rate r_L; it draws random numbers every step and is slower).
 2. ``runs``: the R runs of one configuration, as ``generate`` submits them
    (``iso_configurational_run`` through the same process pool), timed from the first
    submission to the last result; repeated ``--repeats`` times on the warm pool. Ideal
@@ -16,11 +17,12 @@ Needs the extra ``[sim]``. Run it on a quiet machine: every figure is a wall tim
    trips, velocity draws, position reads, the bond-breaking analysis and the pickling of
    the results.
 3. ``pipeline``: the whole command (``experiments.simulate``, one-thread chain, a
-   configuration every ``--spacing`` τ_α) for ``--configs`` configurations in a temporary
-   folder; the time per configuration is the interval between consecutive files once the
-   first is written. Ideal: (R · S + chain steps per configuration) / (W · r). The rest is
-   the inherent-structure minimisation (JAX, in the main process), the file writing and
-   the Python around them.
+   configuration every ``--spacing`` τ_α, no equilibration) for 1 and for 1 + ``--configs``
+   configurations, each in a temporary folder; the time per configuration is the
+   difference of the two wall times over ``--configs``. Ideal: (R · S + chain steps per
+   configuration) / (W · r), with the chain's steps at r_L. The rest is the inherent-structure
+   minimisation (JAX, in the main process, competing for the same cores; its time alone
+   is printed too), the file writing and the Python around them.
 
 The configuration is ``initial_positions`` of an embedded default-data file (KA 80:20,
 N = 1000, T = 0.64).
@@ -46,19 +48,26 @@ from eignn_jax import dataset, simulate as sim
 DEV_FILE = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
 
 
-def raw_rate(task: sim.RunTask, warmup: int = 200) -> float:
-    """Steps per second of one ``integrator.step(steps[-1])`` call on a fresh one-thread context."""
+def raw_rate(task: sim.RunTask, integrator: str = "verlet", warmup: int = 200) -> float:
+    """Steps per second of one ``integrator.step(steps[-1])`` call on a fresh one-thread context.
+
+    integrator: "verlet" (the NVE runs) or "langevin" (the chain, ``LangevinMiddleIntegrator``
+    at the task's temperature, friction 1 / τ).
+    """
     import openmm
 
-    integrator = openmm.VerletIntegrator(task.dt)
-    context = sim.make_context(sim.build_system(task.types, task.box), integrator, task.platform, task.threads)
+    if integrator == "verlet":
+        stepper = openmm.VerletIntegrator(task.dt)
+    else:
+        stepper = openmm.LangevinMiddleIntegrator(sim.kelvin(task.temperature), 1.0, task.dt)
+    context = sim.make_context(sim.build_system(task.types, task.box), stepper, task.platform, task.threads)
     context.setPositions(np.asarray(task.positions, np.float64))
     rng = np.random.default_rng(list(task.seed))
     context.setVelocities(sim.maxwell_boltzmann(len(task.positions), task.temperature, rng))
-    integrator.step(warmup)
+    stepper.step(warmup)
     steps = int(task.steps[-1])
     started = time.perf_counter()
-    integrator.step(steps)
+    stepper.step(steps)
     return steps / (time.perf_counter() - started)
 
 
@@ -69,7 +78,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8, help="R, NVE runs per configuration")
     parser.add_argument("--times", default=",".join(f"{t:g}" for t in sim.DEFAULT_TIMES))
     parser.add_argument("--repeats", type=int, default=2, help="configurations timed in part runs")
-    parser.add_argument("--configs", type=int, default=3, help="configurations made in part pipeline")
+    parser.add_argument("--configs", type=int, default=3, help="pipeline: extra configurations timed")
     parser.add_argument("--spacing", type=float, default=10.0, help="pipeline: tau_alpha between configurations")
     args = parser.parse_args()
 
@@ -89,9 +98,12 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
         rates = list(pool.map(raw_rate, [task(0, w) for w in range(args.workers)]))
-        rate = statistics.mean(rates)
-        print(json.dumps({"benchmark": "simulate.raw", **header, "steps_per_s_per_process": [round(r) for r in rates],
-                          "steps_per_s_total": round(sum(rates))}), flush=True)
+        chain_rates = list(pool.map(raw_rate, [task(0, w) for w in range(args.workers)],
+                                    ["langevin"] * args.workers))
+        rate, chain_rate = statistics.mean(rates), statistics.mean(chain_rates)
+        print(json.dumps({"benchmark": "simulate.raw", **header,
+                          "verlet_steps_per_s_per_process": [round(r) for r in rates],
+                          "langevin_steps_per_s_per_process": [round(r) for r in chain_rates]}), flush=True)
         if args.part in ("all", "runs"):
             ideal = protocol.runs * steps[-1] / (args.workers * rate)
             walls = []
@@ -108,25 +120,35 @@ def main() -> None:
                                                          / sum(r.seconds for r in results), 4)}), flush=True)
 
     if args.part in ("all", "pipeline"):
-        with tempfile.TemporaryDirectory() as folder:
-            out = pathlib.Path(folder) / "data"
-            command = [sys.executable, "-m", "experiments.simulate", "--out", str(out), "--temperature",
-                       f"{protocol.temperature:g}", "--configs", str(args.configs), "--runs", str(protocol.runs),
-                       "--times", args.times, "--equilibrate", "0", "--spacing", f"{args.spacing:g}",
-                       "--workers", str(args.workers)]
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=pathlib.Path(__file__).parents[1])
-            meta = json.loads((out / "meta.json").read_text())
-            written = sorted((out / f"N{protocol.n}T{protocol.temperature:g}_{i}.npz").stat().st_mtime
-                             for i in range(1, args.configs + 1))
-        intervals = np.diff(written)
-        chain_steps = meta["protocol"]["spacing"] / protocol.dt
-        ideal = (protocol.runs * steps[-1] + chain_steps) / (args.workers * rate)
-        per_configuration = float(np.median(intervals))
+        # Whole commands for 1 and 1 + --configs configurations: the difference of their wall
+        # times is --configs configurations in steady state, without start-up (imports, JAX
+        # compilation, melting) and without the last configuration's drain.
+        walls = {}
+        for configs in (1, 1 + args.configs):
+            with tempfile.TemporaryDirectory() as folder:
+                out = pathlib.Path(folder) / "data"
+                command = [sys.executable, "-m", "experiments.simulate", "--out", str(out), "--temperature",
+                           f"{protocol.temperature:g}", "--configs", str(configs), "--runs", str(protocol.runs),
+                           "--times", args.times, "--equilibrate", "0", "--spacing", f"{args.spacing:g}",
+                           "--workers", str(args.workers)]
+                started = time.perf_counter()
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                               cwd=pathlib.Path(__file__).parents[1])
+                walls[configs] = time.perf_counter() - started
+                chain_steps = json.loads((out / "meta.json").read_text())["protocol"]["spacing"] / protocol.dt
+        per_configuration = (walls[1 + args.configs] - walls[1]) / args.configs
+        ideal = (protocol.runs * steps[-1] / rate + chain_steps / chain_rate) / args.workers
+        # The inherent-structure minimisation of one configuration, alone on the machine.
+        from eignn_jax import equilibrium
+        equilibrium.compute(config, "inherent")                       # compiles
+        started = time.perf_counter()
+        equilibrium.compute(config, "inherent")
+        inherent_s = time.perf_counter() - started
         print(json.dumps({"benchmark": "simulate.pipeline", **header, "chain_steps_per_configuration":
-                          round(chain_steps), "configuration_s": [round(float(i), 2) for i in intervals],
-                          "ideal_s": round(ideal, 2), "overhead": round(per_configuration / ideal - 1, 4)}),
-              flush=True)
-
+                          round(chain_steps), "command_s": {str(k): round(v, 1) for k, v in walls.items()},
+                          "configuration_s": round(per_configuration, 2), "ideal_s": round(ideal, 2),
+                          "overhead": round(per_configuration / ideal - 1, 4),
+                          "inherent_structure_s_alone": round(inherent_s, 2)}), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -137,7 +137,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import Delaunay
 
-from eignn_jax.neighbours import neighbour_pairs
+from eignn_jax.neighbours import neighbour_pairs, padded_capacity
 from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_MAX_CUTOFF, KA_SHIFT_PER_EPSILON, KA_SIGMA
 
 __all__ = [
@@ -782,7 +782,7 @@ def cage_state(positions, types, box, config: CageConfig, key: jax.Array | None 
             except OverflowError as overflow:
                 # More neighbours than slots: allocate a bigger list (JAX recompiles).
                 reallocations += capacity > 0
-                capacity = int(math.ceil(config.capacity_margin * overflow.args[0]))
+                capacity = padded_capacity(overflow.args[0], config.capacity_margin)
                 neighbours = build(u_host, capacity)
             builds += 1
             chain = chain._replace(max_moved=jnp.float32(0.0))

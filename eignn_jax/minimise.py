@@ -82,7 +82,6 @@ Units: lengths σ_AA, energies ε_AA, forces ε_AA/σ_AA, time (σ_AA √(m/ε_A
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -90,6 +89,7 @@ import jax.numpy as jnp
 import numpy as np
 from matscipy.neighbours import neighbour_list
 
+from eignn_jax.neighbours import padded_capacity
 from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_MAX_CUTOFF, KA_SHIFT_PER_EPSILON, KA_SIGMA
 
 __all__ = [
@@ -927,9 +927,10 @@ class _Driver:
         centres, neighbours, shifts = _half_pairs(positions, self.types, self.box, self.config.skin)
         if self.capacity is None or len(centres) > self.capacity:
             # A new capacity means new array shapes, so JAX compiles the loop again;
-            # the margin keeps that rare as the pair count fluctuates.
+            # the margin and the coarse grid keep that rare as the pair count
+            # fluctuates, within one run and from one configuration to the next.
             self.reallocations += self.capacity is not None
-            self.capacity = max(1, math.ceil(len(centres) * self.config.capacity_margin))
+            self.capacity = padded_capacity(len(centres), self.config.capacity_margin)
         return _pad_pairs(centres, neighbours, shifts, positions, self.capacity, dtype)
 
     def start(self, positions, dtype):

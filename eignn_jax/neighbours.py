@@ -19,6 +19,8 @@ Conventions used throughout:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -26,6 +28,18 @@ from scipy.spatial import cKDTree
 # here with an exact strict test, so pairs sitting on the cutoff within
 # round-off are decided by one consistent rule (|vector| < cutoff).
 _SEARCH_MARGIN = 1e-9
+
+
+def padded_capacity(count: int, margin: float) -> int:
+    """Slots for ``count`` items plus a relative ``margin``, rounded up to a coarse grid.
+
+    The grid step is a power of two between 1/32 and 1/16 of the size. Configurations of
+    one system have pair counts a few per cent apart, so most get the same capacity, and
+    jit-compiled code whose shapes it sets compiles once, not once per configuration.
+    """
+    wanted = max(1, math.ceil(count * margin))
+    step = 1 << max(0, wanted.bit_length() - 5)
+    return -(-wanted // step) * step
 
 
 def _as_box(box) -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from eignn_jax import neighbours as neighbours_module
-from eignn_jax.neighbours import SortedPairs, minimum_image, neighbour_pairs, union_pairs
+from eignn_jax.neighbours import SortedPairs, minimum_image, neighbour_pairs, padded_capacity, union_pairs
 
 
 def brute_force_pairs(positions, box, cutoff):
@@ -195,3 +195,13 @@ def test_minimum_image_range():
     np.testing.assert_allclose(wrapped[:3], -0.5 * np.broadcast_to(box, (3, 3)))
     images = (wrapped - vectors) / box
     np.testing.assert_allclose(images, np.round(images), atol=1e-9)
+
+
+def test_padded_capacity_covers_the_margin_on_a_coarse_grid():
+    for count in [0, 1, 7, 31, 100, 4095, 45_000, 1_000_003]:
+        for margin in (1.0, 1.05, 1.2):
+            capacity = padded_capacity(count, margin)
+            wanted = max(1, int(np.ceil(count * margin)))
+            assert wanted <= capacity < wanted + max(1, wanted) / 16 + 1
+    # Pair counts of one system a per cent apart share a capacity: one compilation.
+    assert len({padded_capacity(n, 1.05) for n in range(43_900, 44_800, 50)}) == 1
