@@ -5,7 +5,7 @@
 
 Systems:
 
-* the dev configuration ``N1000T0.64_1.npz`` (initial positions and shipped inherent
+* the embedded configuration ``N1000T0.64_1.npz`` (initial positions and stored inherent
   structure) tiled k×k×k (``benchmarks.systems.replicate``): N = 1000 k³, a physical
   periodic system with the density and neighbour counts of the original;
 * one generated N = 4096 liquid (``benchmarks.systems.ka_configuration``: melted

@@ -4,8 +4,8 @@
     python -m benchmarks.inference --sizes 1000 4096     # a subset
     python -m benchmarks.inference --workdir runs/ka_dev # a trained run's parameters
 
-Systems: N = 1000 is a dev configuration; N = 4096 a generated KA liquid with its FIRE
-inherent structure (``benchmarks.systems.ka_configuration``); N = 1 000 000 the dev
+Systems: N = 1000 is an embedded default-data configuration; N = 4096 a generated KA liquid with its FIRE
+inherent structure (``benchmarks.systems.ka_configuration``); N = 1 000 000 that
 configuration replicated 10×10×10. Without ``--workdir`` the model (paper size: width 32,
 7 layers, ℓ_max = 2) has freshly initialised parameters, which cost the same to evaluate.
 Graphs too large to process at once are processed in chunks of edges, as

@@ -5,7 +5,7 @@
 
 Systems:
 
-* N = 1000: ``initial_positions`` of a dev configuration (KA 80:20, T = 0.64,
+* N = 1000: ``initial_positions`` of an embedded configuration (KA 80:20, T = 0.64,
   density 1.2, equilibrated by OpenMM).
 * N = 4096 (the GlassBench size): no such configuration ships with the project,
   so one is made by ``benchmarks.systems.ka_liquid``: a 16³ simple-cubic lattice

@@ -1,5 +1,5 @@
 """Kob–Andersen systems for the benchmarks: a generated liquid of any cubic size and
-the dev configuration tiled to a larger periodic box.
+an embedded configuration tiled to a larger periodic box.
 
 * :func:`ka_liquid`: a jittered simple-cubic lattice at density 1.2 with random 80:20
   types, melted by Langevin MD at T = 2.0 (500 steps, 2.5 τ) and then run at T = 0.64

@@ -5,7 +5,7 @@
     python -m benchmarks.train_step --replicate 2      # the dev box replicated 2×2×2 (N = 8000)
     python -m benchmarks.train_step --profile /tmp/trace   # + top operations of 3 profiled steps
 
-Systems: 'dev' uses 4 dev configurations (N = 1000, T = 0.64) with their labels; 'ka4096'
+Systems: 'dev' uses 4 embedded default-data configurations (N = 1000, T = 0.64) with their labels; 'ka4096'
 one N = 4096 KA liquid at density 1.2 with its FIRE inherent structure
 (``benchmarks.systems.ka_configuration``) and random targets (8 time scales; the cost of a
 step does not depend on the label values).
