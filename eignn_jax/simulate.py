@@ -596,3 +596,38 @@ def check(protocol: Protocol, segments: int = 8, segment_time: float = 40.0, sam
         "engine": engine_version(protocol.platform),
         "protocol": dataclasses.asdict(protocol),
     }
+
+
+def relaxation_task(configuration, temperature: float, steps: Sequence[int], seed: tuple[int, ...],
+                    dt: float = 0.005, platform: str = "CPU", threads: int | None = 1) -> RunTask:
+    """The :class:`RunTask` of one NVE run from a stored configuration, for F_s (bond cutoffs unused)."""
+    return RunTask(positions=np.asarray(configuration.positions, np.float64), types=np.asarray(configuration.types),
+                   box=np.asarray(configuration.box, np.float64), temperature=temperature, dt=dt,
+                   steps=tuple(int(s) for s in steps), seed=seed, bond_in=1.4, bond_out=1.7,
+                   platform=platform, threads=threads)
+
+
+def relaxation_steps(duration: float, samples: int, dt: float = 0.005) -> np.ndarray:
+    """[S] int64: log-spaced step counts from 1 to ``duration`` / dt (duplicates removed)."""
+    return np.unique(np.rint(np.geomspace(1, duration / dt, samples)).astype(np.int64))
+
+
+def relaxation_report(steps: np.ndarray, dt: float, runs: Sequence[RunResult], types: Sequence[np.ndarray]) -> dict:
+    """τ_α from NVE runs started at stored configurations (see ``--check-data``).
+
+    Each run contributes F_s(q = 7.25, t) of its A particles; τ_α is read off the mean
+    F_s and off each run alone (mean ± standard error). JSON-ready.
+    """
+    times = np.asarray(steps) * dt
+    curves = np.array([self_intermediate_scattering(r.displacements[:, np.asarray(t) == 1])
+                       for r, t in zip(runs, types)])
+    per_run = np.array([relaxation_time(times, c) for c in curves])
+    finite = per_run[np.isfinite(per_run)]
+    return {
+        "runs": len(curves),
+        "tau_alpha": relaxation_time(times, curves.mean(axis=0)),
+        "tau_alpha_per_run": per_run.tolist(),
+        "tau_alpha_run_mean": float(finite.mean()) if finite.size else float("nan"),
+        "tau_alpha_run_stderr": float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan"),
+        "f_s": {"q": SELF_SCATTERING_Q, "times": times.tolist(), "values": curves.mean(axis=0).tolist()},
+    }

@@ -268,6 +268,25 @@ def _run_all(args, protocol: sim.Protocol, out: pathlib.Path, todo: list[int], e
     collect(block=True)
 
 
+def check_data_folder(args, protocol: sim.Protocol, tau_alpha: float) -> dict:
+    """τ_α from ``args.runs`` NVE runs at each of the first ``args.configs`` files of
+    ``args.check_data`` (fresh velocities at the protocol's temperature, 8 τ_α long)."""
+    from eignn_jax import dataset
+    paths = dataset.list_configurations(args.check_data)[:args.configs]
+    if not paths:
+        raise SystemExit(f"error: no configuration files in {args.check_data}")
+    configurations = [dataset.load_configuration(p) for p in paths]
+    steps = sim.relaxation_steps(8.0 * tau_alpha, samples=30, dt=protocol.dt)
+    tasks = [sim.relaxation_task(c, protocol.temperature, steps, (protocol.seed, k, run), protocol.dt,
+                                 protocol.platform, args.run_threads)
+             for k, c in enumerate(configurations) for run in range(args.runs)]
+    with executor_for(args.workers, args.scheduler) as executor:
+        results = [f.result() for f in [executor.submit(sim.iso_configurational_run, t) for t in tasks]]
+    report = sim.relaxation_report(steps, protocol.dt, results, [t.types for t in tasks])
+    return {"folder": str(args.check_data), "files": len(paths), "temperature": protocol.temperature,
+            "engine": sim.engine_version(protocol.platform), **report}
+
+
 def print_check(report: dict, reference: dict | None) -> None:
     tau_ref = sim.REFERENCE["tau_alpha"].get(round(report["temperature"], 4))
     rows = [("NVE drift / particle / 1e4 steps (dt = %g)" % report["dt"],
@@ -316,8 +335,10 @@ def main(argv=None) -> None:
                              "(default: the reference value at 0.64 / 0.56, else required)")
     parser.add_argument("--equilibrate", type=float, default=100.0, help="equilibration, in tau_alpha (default 100)")
     parser.add_argument("--spacing", type=float, default=10.0, help="between configurations, in tau_alpha (default 10)")
-    parser.add_argument("--configs", type=int, default=20, help="configurations to generate (default 20)")
-    parser.add_argument("--runs", type=int, default=8, help="NVE runs per configuration (default 8)")
+    parser.add_argument("--configs", type=int, default=None,
+                        help="configurations to generate (default 20); with --check-data, files used (default 8)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="NVE runs per configuration (default 8); with --check-data, per file (default 2)")
     parser.add_argument("--times", default=",".join(f"{t:g}" for t in sim.DEFAULT_TIMES),
                         help="comma-separated sample times (tau)")
     parser.add_argument("--dt", type=float, default=0.005)
@@ -341,7 +362,13 @@ def main(argv=None) -> None:
                         help="--check: length of each NVE segment, tau (default 5 tau_alpha)")
     parser.add_argument("--reference-data", default=None,
                         help="--check: a data folder whose g(r) peaks are printed beside ours")
+    parser.add_argument("--check-data", default=None, metavar="FOLDER",
+                        help="tau_alpha from NVE runs started at the configurations of FOLDER (any data set, "
+                             "e.g. another pipeline's) at --temperature, over 8 tau_alpha")
     args = parser.parse_args(argv)
+    check_data = args.check_data is not None
+    args.configs = args.configs if args.configs is not None else (8 if check_data else 20)
+    args.runs = args.runs if args.runs is not None else (2 if check_data else 8)
 
     try:
         import openmm  # noqa: F401
@@ -360,6 +387,16 @@ def main(argv=None) -> None:
     except ValueError as error:
         sys.exit(f"error: {error}")
 
+    if check_data:
+        report = check_data_folder(args, protocol, tau_alpha)
+        print(f"\ncheck-data: {report['files']} files x {args.runs} runs from {args.check_data}, T = "
+              f"{args.temperature:g}: tau_alpha {report['tau_alpha']:.2f} of the mean F_s, "
+              f"{report['tau_alpha_run_mean']:.2f} ± {report['tau_alpha_run_stderr']:.2f} per run "
+              f"(reference {sim.REFERENCE['tau_alpha'].get(round(args.temperature, 4), '-')})")
+        if args.out:
+            from eignn_jax import files
+            files.atomic_write(args.out, json.dumps(report, indent=1) + "\n")
+        return
     if args.check:
         report = sim.check(protocol, segments=args.segments,
                            segment_time=args.segment_time or 5.0 * tau_alpha, threads=args.chain_threads or None)

@@ -149,3 +149,21 @@ def test_check_report_on_a_short_run():
     per_origin = np.asarray(report["tau_alpha_per_origin"])
     assert per_origin.min() <= report["tau_alpha"] * 1.05 and report["tau_alpha"] <= per_origin.max() * 1.05
     assert 0 < report["tau_alpha"] < 10.0 and report["tau_alpha_origin_stderr"] >= 0
+
+
+def test_check_data_reads_tau_alpha_off_runs_from_stored_configurations(tiny_run, tmp_path):
+    # --check-data on the tiny data set, heated to T = 1.5 so that F_s decays within the
+    # 8 τ_α = 8 τ of the runs: one τ_α per run, and one of their mean F_s.
+    out, _ = tiny_run
+    report_path = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "experiments.simulate", "--check-data", str(out), "--temperature", "1.5",
+                    "--tau-alpha", "1", "--runs", "2", "--workers", "0", "--out", str(report_path)],
+                   cwd=REPOSITORY, check=True, capture_output=True, text=True)
+    report = json.loads(report_path.read_text())
+    assert report["files"] == 2 and report["runs"] == 4 and len(report["tau_alpha_per_run"]) == 4
+    values = np.asarray(report["f_s"]["values"])
+    assert values[0] > 0.99 and values[-1] < 1 / math.e
+    per_run = np.asarray(report["tau_alpha_per_run"])
+    assert np.all(np.isfinite(per_run)) and np.all(per_run > 0)
+    assert per_run.min() <= report["tau_alpha"] <= per_run.max()
+    assert report["tau_alpha_run_mean"] == pytest.approx(per_run.mean())
