@@ -167,3 +167,21 @@ def test_check_data_reads_tau_alpha_off_runs_from_stored_configurations(tiny_run
     assert np.all(np.isfinite(per_run)) and np.all(per_run > 0)
     assert per_run.min() <= report["tau_alpha"] <= per_run.max()
     assert report["tau_alpha_run_mean"] == pytest.approx(per_run.mean())
+
+
+def test_a_run_extended_later_gives_the_files_of_one_run(tiny_run, tmp_path):
+    # One configuration first, then the same command asking for two: the chain resumes
+    # from its checkpoint, and both files are those of the run that made two at once.
+    serial, command = tiny_run
+    out = tmp_path / "extended"
+    first = command[:command.index("--out") + 1] + [str(out)] + command[command.index("--out") + 2:]
+    first[first.index("--configs") + 1] = "1"
+    subprocess.run(first, cwd=REPOSITORY, check=True, capture_output=True, text=True)
+    assert sorted(p.name for p in out.glob("*.npz")) == ["N400T0.64_1.npz"]
+    assert (out / ".simulate" / "chain.npz").exists()
+    second = first.copy()
+    second[second.index("--configs") + 1] = "2"
+    result = subprocess.run(second, cwd=REPOSITORY, check=True, capture_output=True, text=True)
+    assert "chain resumed" in result.stdout and "1 configuration(s) already done" in result.stdout
+    for path in sorted(serial.glob("*.npz")):
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
