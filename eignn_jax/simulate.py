@@ -210,6 +210,20 @@ def self_intermediate_scattering(displacements: np.ndarray, q: float = SELF_SCAT
     return np.sinc(q * distance / np.pi).mean(axis=-1)
 
 
+def log_spaced_steps(duration: float, samples: int, dt: float) -> np.ndarray:
+    """[S] int64: up to ``samples`` log-spaced step counts from 1 to ``duration`` / dt (no repeats)."""
+    return np.unique(np.rint(np.geomspace(1, int(round(duration / dt)), samples)).astype(np.int64))
+
+
+def mean_and_stderr(values) -> tuple[float, float]:
+    """Mean and standard error of the finite entries of ``values`` (nan where too few)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    mean = float(finite.mean()) if finite.size else float("nan")
+    stderr = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan")
+    return mean, stderr
+
+
 def relaxation_time(times: np.ndarray, correlation: np.ndarray, level: float = 1.0 / math.e) -> float:
     """First time at which ``correlation`` falls to ``level``, linear in log t between samples.
 
@@ -538,8 +552,7 @@ def check(protocol: Protocol, segments: int = 8, segment_time: float = 40.0, sam
     log(f"equilibrating at T = {protocol.temperature} for {protocol.equilibration_time} τ")
     positions, velocities = langevin_segment(system, positions, velocities, protocol.temperature,
                                              protocol.equilibration_time, protocol, _seed(protocol.seed, 3), threads)
-    segment_steps = int(round(segment_time / protocol.dt))
-    steps = np.unique(np.rint(np.geomspace(1, segment_steps, samples)).astype(np.int64))
+    steps = log_spaced_steps(segment_time, samples, protocol.dt)
     integrator = openmm.VerletIntegrator(protocol.dt)
     context = make_context(system, integrator, protocol.platform, threads)
     context.setPositions(positions)
@@ -587,8 +600,7 @@ def check(protocol: Protocol, segments: int = 8, segment_time: float = 40.0, sam
         "g_first_peaks": peaks,
         "tau_alpha": relaxation_time(times, f_s),
         "tau_alpha_per_origin": per_origin.tolist(),
-        "tau_alpha_origin_stderr": float(np.nanstd(per_origin, ddof=1) / math.sqrt(np.isfinite(per_origin).sum()))
-        if np.isfinite(per_origin).sum() > 1 else float("nan"),
+        "tau_alpha_origin_stderr": mean_and_stderr(per_origin)[1],
         "f_s": {"q": SELF_SCATTERING_Q, "times": times.tolist(), "values": f_s.tolist(),
                 "origins": segments},
         "nve_steps_per_second": total / md_seconds if md_seconds > 0 else float("nan"),
@@ -607,11 +619,6 @@ def relaxation_task(configuration, temperature: float, steps: Sequence[int], see
                    platform=platform, threads=threads)
 
 
-def relaxation_steps(duration: float, samples: int, dt: float = 0.005) -> np.ndarray:
-    """[S] int64: log-spaced step counts from 1 to ``duration`` / dt (duplicates removed)."""
-    return np.unique(np.rint(np.geomspace(1, duration / dt, samples)).astype(np.int64))
-
-
 def relaxation_report(steps: np.ndarray, dt: float, runs: Sequence[RunResult], types: Sequence[np.ndarray]) -> dict:
     """τ_α from NVE runs started at stored configurations (see ``--check-data``).
 
@@ -622,12 +629,12 @@ def relaxation_report(steps: np.ndarray, dt: float, runs: Sequence[RunResult], t
     curves = np.array([self_intermediate_scattering(r.displacements[:, np.asarray(t) == 1])
                        for r, t in zip(runs, types)])
     per_run = np.array([relaxation_time(times, c) for c in curves])
-    finite = per_run[np.isfinite(per_run)]
+    mean, stderr = mean_and_stderr(per_run)
     return {
         "runs": len(curves),
         "tau_alpha": relaxation_time(times, curves.mean(axis=0)),
         "tau_alpha_per_run": per_run.tolist(),
-        "tau_alpha_run_mean": float(finite.mean()) if finite.size else float("nan"),
-        "tau_alpha_run_stderr": float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else float("nan"),
+        "tau_alpha_run_mean": mean,
+        "tau_alpha_run_stderr": stderr,
         "f_s": {"q": SELF_SCATTERING_Q, "times": times.tolist(), "values": curves.mean(axis=0).tolist()},
     }

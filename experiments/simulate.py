@@ -276,7 +276,7 @@ def check_data_folder(args, protocol: sim.Protocol, tau_alpha: float) -> dict:
     if not paths:
         raise SystemExit(f"error: no configuration files in {args.check_data}")
     configurations = [dataset.load_configuration(p) for p in paths]
-    steps = sim.relaxation_steps(8.0 * tau_alpha, samples=30, dt=protocol.dt)
+    steps = sim.log_spaced_steps(8.0 * tau_alpha, samples=30, dt=protocol.dt)
     tasks = [sim.relaxation_task(c, protocol.temperature, steps, (protocol.seed, k, run), protocol.dt,
                                  protocol.platform, args.run_threads)
              for k, c in enumerate(configurations) for run in range(args.runs)]
