@@ -26,6 +26,10 @@ Needs the extra ``[sim]``. Run it on a quiet machine: every figure is a wall tim
    minimisation (JAX, in the main process, competing for the same cores; its time alone
    is printed too), the file writing and the Python around them.
 
+``--part threads`` (not in ``all``): one context stepped alone, then two stepped at once by
+two threads of one process; a total near twice the single rate means ``step()`` releases the
+GIL, so threaded Dask workers run in parallel.
+
 The configuration is ``initial_positions`` of an embedded default-data file (KA 80:20,
 N = 1000, T = 0.64).
 """
@@ -73,9 +77,38 @@ def raw_rate(task: sim.RunTask, integrator: str = "verlet", warmup: int = 200) -
     return steps / (time.perf_counter() - started)
 
 
+def threaded_rates(task: sim.RunTask, steps: int = 3000) -> tuple[float, float]:
+    """(steps/s of one context alone, total steps/s of two contexts stepped by two threads
+    of this process at once): whether ``step()`` releases the GIL, as threaded Dask
+    workers need."""
+    import threading
+
+    import openmm
+
+    pairs = []
+    for k in range(2):
+        integrator = openmm.VerletIntegrator(task.dt)
+        context = sim.make_context(sim.build_system(task.types, task.box), integrator, task.platform, 1)
+        context.setPositions(np.asarray(task.positions, np.float64))
+        context.setVelocities(sim.maxwell_boltzmann(len(task.positions), task.temperature,
+                                                    np.random.default_rng([k])))
+        integrator.step(100)
+        pairs.append((context, integrator))
+    started = time.perf_counter()
+    pairs[0][1].step(steps)
+    alone = steps / (time.perf_counter() - started)
+    threads = [threading.Thread(target=integrator.step, args=(steps,)) for _, integrator in pairs]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return alone, 2 * steps / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "runs", "pipeline"], default="all")
+    parser.add_argument("--part", choices=["all", "runs", "pipeline", "threads"], default="all")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=8, help="R, NVE runs per configuration")
     parser.add_argument("--times", default=",".join(f"{t:g}" for t in sim.DEFAULT_TIMES))
@@ -97,6 +130,11 @@ def main() -> None:
 
     header = {"n": protocol.n, "runs": protocol.runs, "steps_per_run": steps[-1], "workers": args.workers,
               "engine": sim.engine_version()}
+    if args.part == "threads":
+        alone, together = threaded_rates(task(0, 0))
+        print(json.dumps({"benchmark": "simulate.threads", "n": protocol.n, "engine": sim.engine_version(),
+                          "one_thread_steps_per_s": round(alone), "two_threads_steps_per_s_total": round(together)}))
+        return
     spawn = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
         rates = list(pool.map(raw_rate, [task(0, w) for w in range(args.workers)]))
