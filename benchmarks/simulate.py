@@ -123,10 +123,7 @@ def main() -> None:
     steps = tuple(int(s) for s in protocol.steps)
 
     def task(index: int, run: int) -> sim.RunTask:
-        return sim.RunTask(positions=np.asarray(config.positions, np.float64), types=config.types,
-                           box=np.asarray(config.box, np.float64), temperature=protocol.temperature,
-                           dt=protocol.dt, steps=steps, seed=(0, index, run), bond_in=protocol.bond_in,
-                           bond_out=protocol.bond_out)
+        return protocol.run_task(config.positions, (0, index, run), types=config.types, box=config.box)
 
     header = {"n": protocol.n, "runs": protocol.runs, "steps_per_run": steps[-1], "workers": args.workers,
               "engine": sim.engine_version()}

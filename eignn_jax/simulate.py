@@ -395,6 +395,21 @@ class Protocol:
         """[T] float64, the times actually sampled: step counts × dt."""
         return np.round(self.steps * self.dt, 12)
 
+    def run_task(self, positions, seed: tuple[int, ...], threads: int | None = 1, steps=None,
+                 types=None, box=None) -> "RunTask":
+        """One NVE run of this protocol from ``positions`` [N, 3] σ with velocity seed ``seed``.
+
+        ``steps`` defaults to the protocol's sample steps; ``types`` and ``box`` to its own,
+        or those stored with a configuration from elsewhere.
+        """
+        return RunTask(
+            positions=np.asarray(positions, np.float64),
+            types=np.asarray(self.types if types is None else types),
+            box=np.asarray(self.box if box is None else box, np.float64),
+            temperature=self.temperature, dt=self.dt,
+            steps=tuple(int(s) for s in (self.steps if steps is None else steps)), seed=tuple(seed),
+            bond_in=self.bond_in, bond_out=self.bond_out, platform=self.platform, threads=threads)
+
 
 def _seed(*parts: int) -> int:
     """A positive 31-bit integer seed for OpenMM from integer parts (0 would mean 'pick one')."""
@@ -600,6 +615,7 @@ def check(protocol: Protocol, segments: int = 8, segment_time: float = 40.0, sam
         "g_first_peaks": peaks,
         "tau_alpha": relaxation_time(times, f_s),
         "tau_alpha_per_origin": per_origin.tolist(),
+        "tau_alpha_origin_mean": mean_and_stderr(per_origin)[0],
         "tau_alpha_origin_stderr": mean_and_stderr(per_origin)[1],
         "f_s": {"q": SELF_SCATTERING_Q, "times": times.tolist(), "values": f_s.tolist(),
                 "origins": segments},
@@ -610,31 +626,28 @@ def check(protocol: Protocol, segments: int = 8, segment_time: float = 40.0, sam
     }
 
 
-def relaxation_task(configuration, temperature: float, steps: Sequence[int], seed: tuple[int, ...],
-                    dt: float = 0.005, platform: str = "CPU", threads: int | None = 1) -> RunTask:
-    """The :class:`RunTask` of one NVE run from a stored configuration, for F_s (bond cutoffs unused)."""
-    return RunTask(positions=np.asarray(configuration.positions, np.float64), types=np.asarray(configuration.types),
-                   box=np.asarray(configuration.box, np.float64), temperature=temperature, dt=dt,
-                   steps=tuple(int(s) for s in steps), seed=seed, bond_in=1.4, bond_out=1.7,
-                   platform=platform, threads=threads)
-
-
-def relaxation_report(steps: np.ndarray, dt: float, runs: Sequence[RunResult], types: Sequence[np.ndarray]) -> dict:
+def relaxation_report(steps: np.ndarray, dt: float, runs: Sequence[RunResult], types: Sequence[np.ndarray],
+                      configuration_of: Sequence[int]) -> dict:
     """τ_α from NVE runs started at stored configurations (see ``--check-data``).
 
-    Each run contributes F_s(q = 7.25, t) of its A particles; τ_α is read off the mean
-    F_s and off each run alone (mean ± standard error). JSON-ready.
+    Each run contributes F_s(q = 7.25, t) of its A particles; τ_α is read off the mean F_s,
+    off each run alone, and per configuration (the mean over its runs). The standard error
+    is taken over configurations, since runs from one configuration are correlated.
+    ``configuration_of``: [R] the configuration index of each run. JSON-ready.
     """
     times = np.asarray(steps) * dt
     curves = np.array([self_intermediate_scattering(r.displacements[:, np.asarray(t) == 1])
                        for r, t in zip(runs, types)])
     per_run = np.array([relaxation_time(times, c) for c in curves])
-    mean, stderr = mean_and_stderr(per_run)
+    configuration_of = np.asarray(configuration_of)
+    per_configuration = [mean_and_stderr(per_run[configuration_of == k])[0] for k in np.unique(configuration_of)]
+    mean, stderr = mean_and_stderr(per_configuration)
     return {
         "runs": len(curves),
         "tau_alpha": relaxation_time(times, curves.mean(axis=0)),
         "tau_alpha_per_run": per_run.tolist(),
-        "tau_alpha_run_mean": mean,
-        "tau_alpha_run_stderr": stderr,
+        "tau_alpha_per_configuration": per_configuration,
+        "tau_alpha_configuration_mean": mean,
+        "tau_alpha_configuration_stderr": stderr,
         "f_s": {"q": SELF_SCATTERING_Q, "times": times.tolist(), "values": curves.mean(axis=0).tolist()},
     }

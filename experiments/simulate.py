@@ -3,6 +3,7 @@
     python -m experiments.simulate --out data/sim_T064 --temperature 0.64 --configs 20
     python -m experiments.simulate --out data/sim_T056 --temperature 0.56 --tau-alpha 22.6 --workers 2
     python -m experiments.simulate --check --temperature 0.64          # validation report
+    python -m experiments.simulate --check-data FOLDER --configs 12    # tau_alpha of a data set
 
 Needs the optional extra: pip install 'eignn_jax[sim]'. One Markov chain (melt, equilibrate
 for --equilibrate τ_α, then one configuration every --spacing τ_α, Langevin) feeds --runs NVE
@@ -235,7 +236,6 @@ def _run_all(args, protocol: sim.Protocol, out: pathlib.Path, todo: list[int], e
 
     chain = Chain(out / CHAIN_FILE, protocol, args.chain_threads or None)
     pending: dict[int, tuple] = {}
-    steps = tuple(int(s) for s in protocol.steps)
 
     def collect(block: bool) -> None:
         for index in sorted(pending):
@@ -255,11 +255,9 @@ def _run_all(args, protocol: sim.Protocol, out: pathlib.Path, todo: list[int], e
         if index not in todo:
             continue
         started = time.perf_counter()
-        futures = [executor.submit(sim.iso_configurational_run, sim.RunTask(
-            positions=positions, types=protocol.types, box=protocol.box, temperature=protocol.temperature,
-            dt=protocol.dt, steps=steps, seed=(protocol.seed, index, run), bond_in=protocol.bond_in,
-            bond_out=protocol.bond_out, platform=protocol.platform, threads=args.run_threads))
-            for run in range(protocol.runs)]
+        futures = [executor.submit(sim.iso_configurational_run,
+                                   protocol.run_task(positions, (protocol.seed, index, run), args.run_threads))
+                   for run in range(protocol.runs)]
         # While the runs go, this process finds the inherent structure (JAX).
         probe = dataset.Configuration(path="", types=protocol.types, positions=positions, box=protocol.box)
         inherent, _ = equilibrium.compute(probe, "inherent")
@@ -277,14 +275,21 @@ def check_data_folder(args, protocol: sim.Protocol, tau_alpha: float) -> dict:
         raise SystemExit(f"error: no configuration files in {args.check_data}")
     configurations = [dataset.load_configuration(p) for p in paths]
     steps = sim.log_spaced_steps(8.0 * tau_alpha, samples=30, dt=protocol.dt)
-    tasks = [sim.relaxation_task(c, protocol.temperature, steps, (protocol.seed, k, run), protocol.dt,
-                                 protocol.platform, args.run_threads)
+    tasks = [protocol.run_task(c.positions, (protocol.seed, k, run), args.run_threads, steps, c.types, c.box)
              for k, c in enumerate(configurations) for run in range(args.runs)]
     with executor_for(args.workers, args.scheduler) as executor:
         results = [f.result() for f in [executor.submit(sim.iso_configurational_run, t) for t in tasks]]
-    report = sim.relaxation_report(steps, protocol.dt, results, [t.types for t in tasks])
+    report = sim.relaxation_report(steps, protocol.dt, results, [t.types for t in tasks],
+                                   [t.seed[1] for t in tasks])
     return {"folder": str(args.check_data), "files": len(paths), "temperature": protocol.temperature,
             "engine": sim.engine_version(protocol.platform), **report}
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """Write a --check / --check-data report as JSON (atomically) if a path was given."""
+    if path:
+        from eignn_jax import files
+        files.atomic_write(path, json.dumps(report, indent=1) + "\n")
 
 
 def print_check(report: dict, reference: dict | None) -> None:
@@ -293,7 +298,7 @@ def print_check(report: dict, reference: dict | None) -> None:
              f"{report['drift_per_particle_per_1e4_steps']:.2e}",
              f"≈ {sim.REFERENCE['drift_per_particle_per_1e4_steps']:.0e} (magnitude)"),
             ("tau_alpha (F_s, q = 7.25, A)",
-             f"{report['tau_alpha']:.2f} (origins {np.nanmean(report['tau_alpha_per_origin']):.1f} "
+             f"{report['tau_alpha']:.2f} (origins {report['tau_alpha_origin_mean']:.1f} "
              f"± {report['tau_alpha_origin_stderr']:.1f})",
              f"{tau_ref}" if tau_ref is not None else "-")]
     for name, peak in report["g_first_peaks"].items():
@@ -391,11 +396,10 @@ def main(argv=None) -> None:
         report = check_data_folder(args, protocol, tau_alpha)
         print(f"\ncheck-data: {report['files']} files x {args.runs} runs from {args.check_data}, T = "
               f"{args.temperature:g}: tau_alpha {report['tau_alpha']:.2f} of the mean F_s, "
-              f"{report['tau_alpha_run_mean']:.2f} ± {report['tau_alpha_run_stderr']:.2f} per run "
+              f"{report['tau_alpha_configuration_mean']:.2f} ± {report['tau_alpha_configuration_stderr']:.2f} "
+              f"per configuration "
               f"(reference {sim.REFERENCE['tau_alpha'].get(round(args.temperature, 4), '-')})")
-        if args.out:
-            from eignn_jax import files
-            files.atomic_write(args.out, json.dumps(report, indent=1) + "\n")
+        write_report(args.out, report)
         return
     if args.check:
         report = sim.check(protocol, segments=args.segments,
@@ -404,9 +408,7 @@ def main(argv=None) -> None:
         if reference:
             report["reference_data"] = {"folder": args.reference_data, **reference}
         print_check(report, reference)
-        if args.out:
-            from eignn_jax import files
-            files.atomic_write(args.out, json.dumps(report, indent=1) + "\n")
+        write_report(args.out, report)
         return
     if not args.out:
         sys.exit("error: --out is required (or --check)")

@@ -12,7 +12,6 @@ import pytest
 
 from eignn_jax import dataset, graph as graph_lib, potential, simulate as sim, training
 from eignn_jax.model import ModelConfig
-from tests.conftest import DEFAULT_DATA
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
@@ -166,7 +165,10 @@ def test_check_data_reads_tau_alpha_off_runs_from_stored_configurations(tiny_run
     per_run = np.asarray(report["tau_alpha_per_run"])
     assert np.all(np.isfinite(per_run)) and np.all(per_run > 0)
     assert per_run.min() <= report["tau_alpha"] <= per_run.max()
-    assert report["tau_alpha_run_mean"] == pytest.approx(per_run.mean())
+    per_configuration = per_run.reshape(2, 2).mean(axis=1)          # runs are grouped by file
+    np.testing.assert_allclose(report["tau_alpha_per_configuration"], per_configuration)
+    assert report["tau_alpha_configuration_mean"] == pytest.approx(per_configuration.mean())
+    assert report["tau_alpha_configuration_stderr"] == pytest.approx(per_configuration.std(ddof=1) / math.sqrt(2))
 
 
 def test_a_run_extended_later_gives_the_files_of_one_run(tiny_run, tmp_path):
