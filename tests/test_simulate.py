@@ -68,6 +68,13 @@ def test_broken_bonds_on_a_hand_built_case():
     np.testing.assert_allclose(fraction, [[0, 0, 0], [0.5, 1.0, 0.0]])
 
 
+def with_option(command: list[str], flag: str, value) -> list[str]:
+    """``command`` with the value after ``flag`` replaced."""
+    changed = list(command)
+    changed[changed.index(flag) + 1] = str(value)
+    return changed
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("simulated")
@@ -118,7 +125,7 @@ def test_runs_on_a_dask_cluster_give_the_files_of_the_serial_run(tiny_run, tmp_p
     out = tmp_path / "dask"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                                   dashboard_address=None) as cluster:
-        dask_command = command[:command.index("--out") + 1] + [str(out)] + command[command.index("--out") + 2:]
+        dask_command = with_option(command, "--out", out)
         # A context shared between threads can hang rather than fail: hence the timeout.
         subprocess.run(dask_command + ["--scheduler", cluster.scheduler_address], cwd=REPOSITORY,
                        check=True, capture_output=True, text=True, timeout=300)
@@ -176,13 +183,11 @@ def test_a_run_extended_later_gives_the_files_of_one_run(tiny_run, tmp_path):
     # from its checkpoint, and both files are those of the run that made two at once.
     serial, command = tiny_run
     out = tmp_path / "extended"
-    first = command[:command.index("--out") + 1] + [str(out)] + command[command.index("--out") + 2:]
-    first[first.index("--configs") + 1] = "1"
+    first = with_option(with_option(command, "--out", out), "--configs", 1)
     subprocess.run(first, cwd=REPOSITORY, check=True, capture_output=True, text=True)
     assert sorted(p.name for p in out.glob("*.npz")) == ["N400T0.64_1.npz"]
     assert (out / ".simulate" / "chain.npz").exists()
-    second = first.copy()
-    second[second.index("--configs") + 1] = "2"
+    second = with_option(first, "--configs", 2)
     result = subprocess.run(second, cwd=REPOSITORY, check=True, capture_output=True, text=True)
     assert "chain resumed" in result.stdout and "1 configuration(s) already done" in result.stdout
     for path in sorted(serial.glob("*.npz")):
