@@ -20,7 +20,7 @@ import numpy as np
 
 from eignn_jax import checkpointing, dataset, graph as graph_lib, metrics, plotting, training
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
-from eignn_jax.model import EIGNN, for_graph_size
+from eignn_jax.model import EIGNN, MODEL_REVISION, for_graph_size
 
 BASELINE_NAME = "|d| line"
 
@@ -91,6 +91,7 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     slope, intercept = metrics.fit_linear_baseline(_graph_features(train_graphs), *_targets(train_graphs))
     masked_targets = np.concatenate([g.nodes["targets"][g.nodes["target_mask"]] for g in train_graphs])
     metadata = {
+        "model_revision": MODEL_REVISION,
         "config": to_dict(config),
         "times": [float(t) for t in times],
         # The model predicts standardised propensities; these map them back to σ for users.
@@ -102,6 +103,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         "test_files": [str(p) for p in test_files],
     }
     saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
+    if saved is not None:
+        check_model_revision(saved, workdir)
     # Compared in JSON form: tuples come back from a checkpoint as lists.
     if saved is not None and _what_is_computed(saved["config"]) != _what_is_computed(metadata["config"]):
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
@@ -109,6 +112,18 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
     training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log,
                    validation_graphs=validation_graphs)
+
+
+def check_model_revision(metadata: dict, workdir: pathlib.Path) -> None:
+    """Raises ValueError if a run's checkpoint was written by a model whose parameters mean
+    something else than in this version (see ``model.MODEL_REVISION``)."""
+    revision = metadata.get("model_revision", 1)
+    if revision != MODEL_REVISION:
+        raise ValueError(
+            f"{workdir} was trained with EIGNN model revision {revision}; this version is revision "
+            f"{MODEL_REVISION} (the scalarisation now reads each layer's new equivariant features, "
+            f"paper eqs. 14-16), so its parameters would compute something else. Retrain it in a "
+            f"new --workdir.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +142,7 @@ def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
     metadata = manager.restore_metadata()
     if metadata is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+    check_model_revision(metadata, workdir)
     config = from_dict(ExperimentConfig, metadata["config"])
     # The state template needs an example graph of the right kind: a tiny synthetic one.
     model = EIGNN(config.model)

@@ -26,6 +26,13 @@ from eignn_jax.graph import FeatureScales
 
 VARIANTS = ("full", "no_alpha0", "invariant")
 
+# Bumped whenever the same parameters would compute something else; stored with every run so
+# that a checkpoint is never silently loaded into a model that gives its weights another
+# meaning. 1: scalarisation (α⁰, α¹) read the layer's input h̃. 2: it reads the layer's new
+# h̃^L (paper eqs. 14–16), α⁰ carries the Clebsch–Gordan 1/√(2ℓ+1), the last layer has no
+# equivariant norm.
+MODEL_REVISION = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -338,14 +345,33 @@ def edge_feature_count(config: "ModelConfig") -> int:
     return 2 * config.num_bessel + int(config.edge_length_change)
 
 
+def degree_scalar_products(a: jax.Array, b: jax.Array, l_max: int) -> jax.Array:
+    """[..., D] × [..., D] → [..., L+1]: the scalar (ℓ ⊗ ℓ → 0) Clebsch–Gordan products of two
+    single-channel equivariant features, ⟨a^ℓ, b^ℓ⟩ / √(2ℓ+1).
+
+    The same normalisation as the scalar outputs of ``e3nn.tensor_product`` (component
+    normalisation), so the scalarisation α⁰ (paper eq. 15) and the node product Δm
+    (eq. 11) are on one scale.
+    """
+    cg_scale = 1.0 / np.sqrt(2.0 * np.arange(l_max + 1) + 1.0)
+    return ((a * b) @ jnp.asarray(degree_projector(l_max), a.dtype)) * jnp.asarray(cg_scale, a.dtype)
+
+
 class InteractionLayer(nn.Module):
-    """One EIGNN layer: equivariant message passing, scalarisation, gated invariant passing, norms."""
+    """One EIGNN layer (paper eqs. 9–20): equivariant message passing, scalarisation of the
+    layer's new equivariant features, gated invariant message passing, norms.
+
+    last: the network's last layer. Its normalised equivariant features would feed nothing
+      (the decoder reads only h), so it skips that norm rather than carry a parameter with
+      no effect.
+    """
 
     config: ModelConfig
+    last: bool = False
 
     @nn.compact
     def __call__(self, h, h_eq, index: GraphIndex):
-        """h [N, F]; h_eq [N, D] or None (ablation B)."""
+        """h [N, F]; h_eq [N, D] or None (ablation B). Returns the new (h, h_eq)."""
         cfg = self.config
         width, l_max, n_features = cfg.width, cfg.l_max, edge_feature_count(cfg)
         projector = jnp.asarray(degree_projector(l_max), h.dtype)              # [D, L+1]
@@ -356,7 +382,7 @@ class InteractionLayer(nn.Module):
             n_geometry = 0
         else:
             irreps = harmonic_irreps(l_max, cfg.harmonics_parity)
-            # 1. Equivariant message passing: one gate per degree scales Y^ℓ(r̂_ij).
+            # 1. Equivariant message passing (eqs. 9–13): one gate per degree scales Y^ℓ(r̂_ij).
             #    Gate MLP input: [h_i, edge features, h_j] (receiver i, sender j).
             (gate_r, gate_e, gate_s), gate_bias, gate_rest = EdgeMLP(
                 [width, n_features, width], [width, l_max + 1], name="gates")()
@@ -376,11 +402,11 @@ class InteractionLayer(nn.Module):
                 filter_ir_out=irreps)                                          # all paths, ℓ ≤ L
             delta_m = product.filter(keep="0e").array                          # [N, L+1]
             delta_h = MLP([width, width], name="update")(jnp.concatenate([delta_m, h], axis=-1))
-            new_h_eq = e3nn.flax.Linear(irreps, name="mix")(product).array     # [N, D]
+            new_h_eq = e3nn.flax.Linear(irreps, name="mix")(product).array     # [N, D], h̃^L of eq. 13
             n_geometry = (2 if cfg.variant == "full" else 1) * (l_max + 1)
 
-        # 2. Equivariant scalarisation of the layer's input features (α⁰, α¹), then
-        # 3. invariant message passing gated by them and the edge features.
+        # 2. Equivariant scalarisation of this layer's new features h̃^L (eqs. 14–16), then
+        # 3. invariant message passing gated by them and the edge features (eqs. 17–19).
         (alpha_geometry, alpha_e), alpha_bias, alpha_rest = EdgeMLP(
             [n_geometry, n_features], [width, width], name="alpha")()
         values = MLP([width, width], name="values")(delta_h)                  # [N, F]
@@ -389,18 +415,20 @@ class InteractionLayer(nn.Module):
         def invariant_messages(edges: EdgeBatch) -> jax.Array:                 # [C, F]
             pre_activation = edges.features @ alpha_e + alpha_bias
             if cfg.variant != "invariant":
-                h_eq_i, h_eq_j = h_eq[edges.receivers], h_eq[edges.senders]
-                # |h̃^ℓ_i − h̃^ℓ_j| per degree, as a [C, D] @ [D, L+1] product.
+                h_eq_i, h_eq_j = new_h_eq[edges.receivers], new_h_eq[edges.senders]
+                # α¹: |h̃^ℓ_i − h̃^ℓ_j| per degree, as a [C, D] @ [D, L+1] product.
                 geometry = [safe_sqrt(((h_eq_i - h_eq_j) ** 2) @ projector)]
                 if cfg.variant == "full":
-                    geometry.insert(0, (h_eq_i * edge_messages(edges)) @ projector)
+                    # α⁰: scalar outputs of h̃_i ⊗ m̃_ij.
+                    geometry.insert(0, degree_scalar_products(h_eq_i, edge_messages(edges), l_max))
                 pre_activation += jnp.concatenate(geometry, axis=-1) @ alpha_geometry
             return alpha_rest(pre_activation) * values[edges.senders]
 
         h = delta_h + index.reduce(invariant_messages, width)
-        # 4. Normalisation.
+        # 4. Normalisation (eq. 20), after the scalarisation: eqs. 14–16 read h̃^L as eq. 13
+        # produced it, and the norm defines the next layer's input.
         h = GraphNorm(name="graph_norm")(h, index)
-        if new_h_eq is not None:
+        if new_h_eq is not None and not self.last:
             new_h_eq = EquivariantNorm(l_max, name="equivariant_norm")(new_h_eq, index)
         return h, new_h_eq
 
@@ -435,7 +463,7 @@ class EIGNN(nn.Module):
                                             normalization="norm").array       # [N, D]
 
         for k in range(cfg.num_layers):
-            h, h_eq = InteractionLayer(cfg, name=f"layer_{k}")(h, h_eq, index)
+            h, h_eq = InteractionLayer(cfg, last=k == cfg.num_layers - 1, name=f"layer_{k}")(h, h_eq, index)
 
         # Decoder: one more invariant pass with messages MLP([h_i, h_i − h_j]), then one output
         # per time scale. Linear in its input, so [h_i, h_i − h_j] @ [K₁; K₂] = h_i (K₁+K₂) − h_j K₂.

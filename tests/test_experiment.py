@@ -107,3 +107,19 @@ def test_compare_merges_runs_and_refuses_conflicting_baselines(tmp_path, capsys)
     metrics.write_pcc_csv(tmp_path / "b" / "pcc.csv", [dict(baseline[0], pcc_all=0.2)])
     with pytest.raises(SystemExit, match="differs"):
         compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")])
+
+
+def test_runs_of_an_earlier_model_revision_are_refused(tmp_path):
+    """A checkpoint whose parameters meant something else (written before the model revision
+    was recorded, or under another revision) is neither evaluated nor resumed."""
+    workdir = tmp_path / "run"
+    args = ["--config", "default", "--workdir", str(workdir), "--no-eval"] + [f"--set={s}" for s in TINY]
+    train_main.main(args)
+    for path in workdir.glob("*/*/metadata/metadata"):   # checkpoints/ and best/
+        metadata = json.loads(path.read_text())
+        del metadata["model_revision"]
+        path.write_text(json.dumps(metadata))
+    with pytest.raises(SystemExit, match="model revision 1"):
+        evaluate_main.main(["--workdir", str(workdir)])
+    with pytest.raises(SystemExit, match="model revision 1"):
+        train_main.main(args)

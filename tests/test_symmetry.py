@@ -44,14 +44,19 @@ def transformed_configuration(configuration, initial, inherent):
     return dataclasses.replace(configuration, positions=initial, inherent=inherent)
 
 
+# The paper's size (7 layers, width 32, ℓ_max = 2): deep stacks are where a broken symmetry
+# or an unread feature would compound.
+PAPER_SIZE = dict(width=32, num_layers=7, l_max=2)
+
+
 @pytest.fixture(scope="module", params=["full", "no_alpha0", "invariant"])
 def runner(request, real_graph):
-    return ModelRunner(small_model_config([real_graph], variant=request.param), real_graph)
+    return ModelRunner(small_model_config([real_graph], variant=request.param, **PAPER_SIZE), real_graph)
 
 
 @pytest.fixture(scope="module")
 def full_runner(real_graph):
-    return ModelRunner(small_model_config([real_graph]), real_graph)
+    return ModelRunner(small_model_config([real_graph], **PAPER_SIZE), real_graph)
 
 
 @pytest.mark.parametrize("proper", [True, False], ids=["rotation", "rotoinversion"])
