@@ -39,19 +39,24 @@ class GraphConfig:
 
     cutoff: σ, edges join pairs closer than this in the initial *or* equilibrium structure.
     equilibrium: which equilibrium structure gives d_i, 'inherent' or 'cage'.
-    energy_structure: where E_i is evaluated, 'equilibrium' (as the public code) or 'initial'.
+    energy_structure: where E_i is evaluated: 'equilibrium' (the structure giving d_i),
+      'initial', or 'inherent' (always the inherent structure, as the public code does
+      for EIGNN-Cage too).
+    energy_shifted: E_i from the KA potential shifted to zero at its cutoff (the model's
+      definition); False: unshifted, as the public code's feature.
     """
 
     cutoff: float = 2.0
     equilibrium: str = "inherent"
     energy_structure: str = "equilibrium"
+    energy_shifted: bool = True
 
     def __post_init__(self):
         if self.equilibrium not in ("inherent", "cage"):
             raise ValueError(f"equilibrium must be 'inherent' or 'cage', got {self.equilibrium!r}")
-        if self.energy_structure not in ("equilibrium", "initial"):
-            raise ValueError(
-                f"energy_structure must be 'equilibrium' or 'initial', got {self.energy_structure!r}")
+        if self.energy_structure not in ("equilibrium", "initial", "inherent"):
+            raise ValueError(f"energy_structure must be 'equilibrium', 'initial' or 'inherent', "
+                             f"got {self.energy_structure!r}")
 
 
 def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jraph.GraphsTuple:
@@ -64,12 +69,18 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
 
     # The energy's pair search (KA_MAX_CUTOFF = 2.5 σ) also finds the graph pairs of the
     # equilibrium structure; union_pairs takes them instead of searching again.
-    on_equilibrium = graph_config.energy_structure == "equilibrium"
-    energy_positions = relaxed if on_equilibrium else initial
+    energy_structure = graph_config.energy_structure
+    if energy_structure == "inherent" and graph_config.equilibrium == "inherent":
+        energy_structure = "equilibrium"
+    on_equilibrium = energy_structure == "equilibrium"
+    energy_positions = {"equilibrium": relaxed, "initial": initial}.get(energy_structure)
+    if energy_positions is None:
+        energy_positions = np.asarray(config.equilibrium("inherent"), np.float64)
     share = on_equilibrium and graph_config.cutoff <= potential.KA_MAX_CUTOFF
     energy_pairs = neighbours.SortedPairs(energy_positions, box, potential.KA_MAX_CUTOFF,
                                           inner=graph_config.cutoff if share else None)
-    energy = potential.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs)
+    energy = potential.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs,
+                                           shifted=graph_config.energy_shifted)
     pairs_b = energy_pairs.inner
     del energy_pairs  # its sorted edges are no longer needed; free them before the union
     centres, neighbour_ids, shifts = neighbours.union_pairs(

@@ -25,6 +25,7 @@ import numpy as np
 from eignn_jax.graph import FeatureScales
 
 VARIANTS = ("full", "no_alpha0", "invariant")
+ARCHITECTURES = ("paper", "public")
 
 # Bumped whenever the same parameters would compute something else; stored with every run so
 # that a checkpoint is never silently loaded into a model that gives its weights another
@@ -38,6 +39,11 @@ MODEL_REVISION = 2
 class ModelConfig:
     """EIGNN hyper-parameters.
 
+    architecture: 'paper' (``EIGNN``, paper §3.2) or 'public' (``public_model.PublicEIGNN``,
+      the public implementation's layout, to run its published checkpoints). The options
+      aggregation, gate, variant, edge_length_change, harmonics_parity and decoder_dropout
+      are the paper architecture's; the public layout has its own fixed choices and
+      must keep their defaults.
     width: F, hidden size of every invariant feature and MLP.
     num_layers: N_L, interaction layers.
     l_max: highest spherical-harmonic degree of the equivariant features.
@@ -62,6 +68,7 @@ class ModelConfig:
     scales: input shifts and scales of E_i and |d_i|, fitted on the training set.
     """
 
+    architecture: str = "paper"
     width: int = 32
     num_layers: int = 7
     l_max: int = 2
@@ -88,6 +95,18 @@ class ModelConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.edge_chunk < 0:
             raise ValueError(f"edge_chunk must be ≥ 0, got {self.edge_chunk}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "public":
+            paper_only = [f.name for f in dataclasses.fields(self) if f.name in PAPER_ONLY_OPTIONS
+                          and getattr(self, f.name) != f.default]
+            if paper_only:
+                raise ValueError(f"options {paper_only} belong to the paper architecture; the "
+                                 f"public layout has fixed choices for them")
+
+
+PAPER_ONLY_OPTIONS = ("aggregation", "gate", "variant", "edge_length_change", "harmonics_parity",
+                      "decoder_dropout")
 
 
 # Graphs with more edges than this are processed in chunks of DEFAULT_EDGE_CHUNK edges
@@ -200,18 +219,25 @@ class EdgeBatch:
     weight: jax.Array | None = None   # [C] 0 on chunk padding, None when every edge is real
 
 
+EdgeInputs = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array | None]]
+
+
 class GraphIndex:
     """Index arrays and per-edge inputs shared by every layer of one forward pass.
 
-    ``reduce`` maps a per-edge function over the edges and sums the result onto receivers.
-    With ``edge_chunk`` = 0 the edge inputs are computed once and every edge is processed
-    at once (fastest); with ``edge_chunk`` = C > 0 the edges are processed C at a time by
-    ``lax.scan``, recomputing the edge inputs per chunk, so memory is O(N + C) rather than
-    O(E) (inference on 10⁶ particles), at the cost of recomputation. The results agree
-    to float rounding either way.
+    ``edge_inputs(bond_initial, bond_equilibrium)`` ([C, 3] bond vectors r_j − r_i from
+    receiver i to sender j in both structures, σ) gives an architecture's invariant edge
+    features [C, B] and bond harmonics [C, D] (or None). ``reduce`` maps a per-edge
+    function over the edges and sums the result onto receivers. With ``edge_chunk`` = 0
+    the edge inputs are computed once and every edge is processed at once (fastest); with
+    ``edge_chunk`` = C > 0 the edges are processed C at a time by ``lax.scan``,
+    recomputing the edge inputs per chunk, so memory is O(N + C) rather than O(E)
+    (inference on 10⁶ particles), at the cost of recomputation. The results agree to
+    float rounding either way.
     """
 
-    def __init__(self, graph: jraph.GraphsTuple, config: "ModelConfig"):
+    def __init__(self, graph: jraph.GraphsTuple, edge_inputs: EdgeInputs, *, aggregation: str,
+                 edge_chunk: int = 0, average_degree: float = 1.0):
         nodes = graph.nodes
         self.n_node_total = nodes["positions"].shape[0]
         self.n_graph = graph.n_node.shape[0]
@@ -221,10 +247,10 @@ class GraphIndex:
         degree = jax.ops.segment_sum(jnp.ones_like(graph.receivers, jnp.float32), graph.receivers,
                                      num_segments=self.n_node_total)
         self.inverse_degree = jnp.where(degree > 0, 1.0 / jnp.maximum(degree, 1.0), 0.0)  # [N]
-        self.average_degree = config.scales.average_degree
-        self.aggregation = config.aggregation
-        self.edge_chunk = config.edge_chunk
-        self._config = config
+        self.average_degree = average_degree
+        self.aggregation = aggregation
+        self.edge_chunk = edge_chunk
+        self._edge_inputs = edge_inputs
         self._nodes = jax.tree.map(jnp.asarray, nodes)
         self._cell = jnp.asarray(graph.globals["cell"])                                 # [G, 3, 3]
         edge_graph = jnp.repeat(jnp.arange(self.n_graph), graph.n_edge,
@@ -237,28 +263,15 @@ class GraphIndex:
 
     def _edge_batch(self, raw: dict) -> EdgeBatch:
         """Geometry of a set of edges, from positions and integer shifts (so that symmetries
-        act on everything): radial bases in both structures and harmonics of the bond."""
+        act on everything)."""
         with jax.named_scope("edge_geometry"):
-            return self._edge_geometry(raw)
-
-    def _edge_geometry(self, raw: dict) -> EdgeBatch:
-        cfg, nodes = self._config, self._nodes
-        s, r = raw["senders"], raw["receivers"]
-        shift_vectors = jnp.einsum("ea,eab->eb", raw["shifts"], self._cell[raw["edge_graph"]])  # [C, 3]
-        disp = nodes["displacements"]
-        bond_initial = nodes["positions"][s] - nodes["positions"][r] + shift_vectors        # [C, 3]
-        bond_equilibrium = bond_initial + disp[s] - disp[r]
-        length_initial = safe_norm(bond_initial)
-        length_equilibrium = safe_norm(bond_equilibrium)
-        features = [radial_basis(length_initial, cfg.num_bessel, cfg.r_max),
-                    radial_basis(length_equilibrium, cfg.num_bessel, cfg.r_max)]
-        if cfg.edge_length_change:
-            features.append((length_equilibrium - length_initial)[:, None])
-        harmonics = None
-        if cfg.variant != "invariant":
-            harmonics = e3nn.spherical_harmonics(harmonic_irreps(cfg.l_max), bond_initial,
-                                                 normalize=True, normalization="norm").array
-        return EdgeBatch(s, r, jnp.concatenate(features, axis=-1), harmonics, raw.get("weight"))
+            s, r = raw["senders"], raw["receivers"]
+            shift_vectors = jnp.einsum("ea,eab->eb", raw["shifts"], self._cell[raw["edge_graph"]])  # [C, 3]
+            positions, disp = self._nodes["positions"], self._nodes["displacements"]
+            bond_initial = positions[s] - positions[r] + shift_vectors                   # [C, 3]
+            bond_equilibrium = bond_initial + disp[s] - disp[r]
+            features, harmonics = self._edge_inputs(bond_initial, bond_equilibrium)
+            return EdgeBatch(s, r, features, harmonics, raw.get("weight"))
 
     def reduce(self, message_fn: Callable[[EdgeBatch], jax.Array], size: int) -> jax.Array:
         """Σ over incoming edges of message_fn(edges) [C, size] → [N, size], then divided by
@@ -343,6 +356,26 @@ def radial_basis(lengths: jax.Array, num_bessel: int, r_max: float) -> jax.Array
 
 def edge_feature_count(config: "ModelConfig") -> int:
     return 2 * config.num_bessel + int(config.edge_length_change)
+
+
+def paper_edge_inputs(config: ModelConfig) -> EdgeInputs:
+    """Edge inputs of paper §3.1: B(|r^init_ij|) ⊕ B(|r^equi_ij|) [⊕ |r^equi_ij| − |r^init_ij|]
+    and Y(r̂^init_ij) ('norm' normalisation; none for ablation B)."""
+
+    def edge_inputs(bond_initial, bond_equilibrium):
+        length_initial = safe_norm(bond_initial)
+        length_equilibrium = safe_norm(bond_equilibrium)
+        features = [radial_basis(length_initial, config.num_bessel, config.r_max),
+                    radial_basis(length_equilibrium, config.num_bessel, config.r_max)]
+        if config.edge_length_change:
+            features.append((length_equilibrium - length_initial)[:, None])
+        harmonics = None
+        if config.variant != "invariant":
+            harmonics = e3nn.spherical_harmonics(harmonic_irreps(config.l_max), bond_initial,
+                                                 normalize=True, normalization="norm").array
+        return jnp.concatenate(features, axis=-1), harmonics
+
+    return edge_inputs
 
 
 def degree_scalar_products(a: jax.Array, b: jax.Array, l_max: int) -> jax.Array:
@@ -443,7 +476,8 @@ class EIGNN(nn.Module):
         """train: enables dropout (then a 'dropout' PRNG stream must be given to apply)."""
         cfg = self.config
         nodes = graph.nodes
-        index = GraphIndex(graph, cfg)
+        index = GraphIndex(graph, paper_edge_inputs(cfg), aggregation=cfg.aggregation,
+                           edge_chunk=cfg.edge_chunk, average_degree=cfg.scales.average_degree)
 
         # Encoder.
         scales = cfg.scales

@@ -37,8 +37,11 @@ def _array_module(*arrays):
     return np
 
 
-def pair_energy(r, type_i, type_j):
+def pair_energy(r, type_i, type_j, shifted: bool = True):
     """Truncated and shifted Kob–Andersen pair energy, elementwise.
+
+    shifted=False leaves out the shift (the plain LJ energy inside the cutoff), as the
+    public EIGNN code's energy feature does.
 
     r: [E] float, σ (pair distance).  type_i, type_j: [E] int, values 1 or 2
     (broadcastable against r).
@@ -67,17 +70,20 @@ def pair_energy(r, type_i, type_j):
     r_eval = xp.where(inside, r, KA_CUTOFF_FACTOR * sigma)
     s2 = (sigma / r_eval) ** 2
     s6 = s2 * s2 * s2
-    energy = 4.0 * epsilon * s6 * (s6 - 1.0) - epsilon * KA_SHIFT_PER_EPSILON
+    energy = 4.0 * epsilon * s6 * (s6 - 1.0)
+    if shifted:
+        energy = energy - epsilon * KA_SHIFT_PER_EPSILON
     return xp.where(inside, energy, xp.zeros_like(energy))
 
 
-def per_particle_energy(positions, types, box, pairs: SortedPairs | None = None) -> np.ndarray:
+def per_particle_energy(positions, types, box, pairs: SortedPairs | None = None,
+                        shifted: bool = True) -> np.ndarray:
     """Potential energy of each particle, half of each of its pair energies.
 
     positions: [N, 3] float, σ (any wrapping).  types: [N] int, 1 or 2.
     box: [3] float, σ (orthorhombic, periodic).  pairs (optional): the pairs of these
     positions within the longest cutoff, ``neighbours.SortedPairs(positions, box, c)``
-    with c >= KA_MAX_CUTOFF, when already at hand.
+    with c >= KA_MAX_CUTOFF, when already at hand. shifted: see :func:`pair_energy`.
     Returns [N] float64, ε, with E_i = ½ Σ_j V(r_ij) over minimum images;
     Σ_i E_i is the total potential energy.
     """
@@ -96,5 +102,5 @@ def per_particle_energy(positions, types, box, pairs: SortedPairs | None = None)
     # search finds pairs in. Edges come in blocks: no per-edge array is held whole.
     energy = np.zeros(len(positions))
     for centres, neighbours, _, squared in pairs.blocks():
-        np.add.at(energy, centres, pair_energy(np.sqrt(squared), types[centres], types[neighbours]))
+        np.add.at(energy, centres, pair_energy(np.sqrt(squared), types[centres], types[neighbours], shifted))
     return 0.5 * energy
