@@ -54,7 +54,15 @@ DENSITY = 1.2
 GLASSBENCH_TIMES: tuple[float, ...] = (
     0.13, 1.3, 13.0, 130.0, 412.0, 1300.0, 4120.0, 13000.0, 41200.0, 130000.0
 )
-"""Times (τ) of the 10 rows of GlassBench ``md_prop``."""
+"""Times (τ) of the 10 rows of GlassBench ``md_prop`` at T = 0.44."""
+
+GLASSBENCH_TIME_GRIDS: dict[float, tuple[float, ...]] = {
+    0.44: GLASSBENCH_TIMES,
+    0.50: (0.108, 0.434, 2.17, 6.86, 21.7, 68.6, 217.0, 686.0, 2170.0, 6860.0),
+    0.56: (0.104, 0.33, 0.99, 1.65, 5.2, 16.5, 52.0, 165.0, 520.0, 1650.0),
+    0.64: (0.032, 0.1, 0.165, 0.52, 1.65, 5.2, 16.5, 52.0, 165.0, 520.0),
+}
+"""GlassBench 3D KA time grids (τ) per temperature: each temperature has its own."""
 
 MIN_SEPARATION = 1e-3
 """Two particles closer than this (σ, periodic minimum image) are taken to be a duplicate."""

@@ -18,9 +18,9 @@ import jax
 import jraph
 import numpy as np
 
-from eignn_jax import checkpointing, dataset, graph as graph_lib, metrics, plotting, training
+from eignn_jax import architectures, checkpointing, dataset, graph as graph_lib, metrics, plotting, training
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
-from eignn_jax.model import EIGNN, MODEL_REVISION, for_graph_size
+from eignn_jax.model import MODEL_REVISION, for_graph_size
 
 BASELINE_NAME = "|d| line"
 
@@ -68,6 +68,9 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     if not primary:
         log = lambda _: None  # noqa: E731
     workdir = pathlib.Path(workdir)
+    if config.model.architecture != "paper":
+        raise ValueError(f"model.architecture={config.model.architecture!r} runs imported checkpoints "
+                         f"(experiments.import_public); only the paper architecture is trained")
     workdir.mkdir(parents=True, exist_ok=True)
     train_files, test_files = split_files(config.data)
     if not train_files:
@@ -145,7 +148,7 @@ def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
     check_model_revision(metadata, workdir)
     config = from_dict(ExperimentConfig, metadata["config"])
     # The state template needs an example graph of the right kind: a tiny synthetic one.
-    model = EIGNN(config.model)
+    model = architectures.build(config.model)
     optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
     template = training.init_state(model, optimizer, _template_graph(config.model.num_outputs), 0)
     state, metadata = manager.restore_latest(template)
@@ -193,14 +196,18 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         raise ValueError(f"{files[0]}: md_prop has {n_times} time scales, the model was trained on {len(times)}")
 
     budget = graph_lib.padding_budget(graphs, batch_size=1)
-    predict_step = training.make_predict_step(EIGNN(run.config.model))
+    predict_step = training.make_predict_step(architectures.build(run.config.model))
     predictions, _ = training.predict_graphs(predict_step, run.params, graphs, budget)
-    baseline = metrics.predict_linear_baseline(
-        _graph_features(graphs), np.asarray(run.metadata["baseline"]["slope"]),
-        np.asarray(run.metadata["baseline"]["intercept"]))
+    baseline = None   # an imported checkpoint comes without training data to fit the baseline on
+    if run.metadata.get("baseline"):
+        baseline = metrics.predict_linear_baseline(
+            _graph_features(graphs), np.asarray(run.metadata["baseline"]["slope"]),
+            np.asarray(run.metadata["baseline"]["intercept"]))
 
     rows = []
     for name, preds in ((run.config.name, predictions), (BASELINE_NAME, baseline)):
+        if preds is None:
+            continue
         table = metrics.pcc_table(preds, *_targets(graphs))
         rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
@@ -239,13 +246,22 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     in σ, ``predicted_standardised`` [T, N], ``times``, ``box``) and ``out_dir/name.xyz``
     (extended XYZ: species, positions, displacement to equilibrium, one column per time
     ``prop_0 … prop_{T−1}``; the times are listed in the header). Returns the npz paths.
+
+    A run imported from a published checkpoint carries no propensity scale (the public
+    model predicts propensities standardised per species, and the checkpoint does not hold
+    the statistics): then only ``predicted_standardised`` is written, and the XYZ columns
+    are ``std_prop_0 …``.
     """
     from eignn_jax import equilibrium, files, xyz
     run = load_trained(workdir)
     kind = run.config.graph.equilibrium
+    # Structures the graph needs: the equilibrium one, and the inherent one for the energy.
+    needed = [kind] + (["inherent"] if run.config.graph.energy_structure == "inherent" and kind != "inherent" else [])
     times = np.asarray(run.metadata["times"])
-    mean = np.asarray(run.metadata["target_mean"])
-    std = np.asarray(run.metadata["target_std"])
+    scaled = run.metadata.get("target_mean") is not None
+    if not scaled:
+        log("this run has no propensity scale (an imported checkpoint): writing standardised "
+            "propensities, each species standardised over its own particles")
     predict_steps = {}   # one per model config (chunked or not), each compiled per budget
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,34 +269,93 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     for k, path in enumerate(paths):
         path = pathlib.Path(path)
         config = dataset.load_configuration(path)
-        if not equilibrium.has_equilibrium(config, kind):
-            positions, summary = equilibrium.compute(
-                config, kind, temperature=temperature if temperature is not None else equilibrium.temperature_of(path))
-            config = equilibrium.with_equilibrium(config, kind, positions)
-            log(f"{path.name}: computed the {kind} structure {json.dumps(summary)}")
+        for needed_kind in needed:
+            if not equilibrium.has_equilibrium(config, needed_kind):
+                positions, summary = equilibrium.compute(
+                    config, needed_kind,
+                    temperature=temperature if temperature is not None else equilibrium.temperature_of(path))
+                config = equilibrium.with_equilibrium(config, needed_kind, positions)
+                log(f"{path.name}: computed the {needed_kind} structure {json.dumps(summary)}")
         g = graph_lib.build_graph(config, run.config.graph)
         n = config.n_particles
         # Labels are not needed to predict; zero targets keep the step's shapes.
         g = g._replace(nodes={**g.nodes, "targets": np.zeros((n, len(times)), np.float32)})
         model_config = for_graph_size(run.config.model, int(g.n_edge[0]))
         if model_config not in predict_steps:
-            predict_steps[model_config] = training.make_predict_step(EIGNN(model_config))
+            predict_steps[model_config] = training.make_predict_step(architectures.build(model_config))
         [standardised], _ = training.predict_graphs(predict_steps[model_config], run.params, [g],
                                                     graph_lib.padding_budget([g]))
-        propensity = standardised * std + mean                                # [N, T], σ
         target = out_dir / path.name
-        files.atomic_savez(target, {
-            "types": np.asarray(config.types), "initial_positions": np.asarray(config.positions),
-            f"initial_positions_{kind}": np.asarray(config.equilibrium(kind)),
-            "predicted_propensity": propensity.T.astype(np.float32),
-            "predicted_standardised": standardised.T.astype(np.float32),
-            "times": times.astype(np.float64), "box": np.asarray(config.box)})
+        arrays = {"types": np.asarray(config.types), "initial_positions": np.asarray(config.positions),
+                  **{f"initial_positions_{k}": np.asarray(config.equilibrium(k)) for k in needed},
+                  "predicted_standardised": standardised.T.astype(np.float32),
+                  "times": times.astype(np.float64), "box": np.asarray(config.box)}
+        if scaled:
+            propensity = (standardised * np.asarray(run.metadata["target_std"])
+                          + np.asarray(run.metadata["target_mean"]))           # [N, T], σ
+            arrays["predicted_propensity"] = propensity.T.astype(np.float32)
+            columns = {f"prop_{t}": propensity[:, t] for t in range(len(times))}
+        else:
+            columns = {f"std_prop_{t}": standardised[:, t] for t in range(len(times))}
+        files.atomic_savez(target, arrays)
         xyz.write_extended_xyz(
             target.with_suffix(".xyz"), config.types, config.positions, config.box,
-            {"disp": g.nodes["displacements"],
-             **{f"prop_{t}": propensity[:, t] for t in range(len(times))}},
+            {"disp": g.nodes["displacements"], **columns},
             info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
                   "equilibrium": kind})
         written.append(target)
         log(f"[{k + 1}/{len(paths)}] {path.name} → {target} and {target.with_suffix('.xyz').name}")
     return written
+
+
+def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Path | str, *,
+                             times: Sequence[float], equilibrium: str, name: str,
+                             provenance: dict | None = None, log: Callable[[str], None] = print) -> None:
+    """A published checkpoint of the public EIGNN code (``.pt``) → a run directory that
+    ``evaluate`` and ``predict_files`` read like a trained one.
+
+    times: [T] τ, the time scales of the checkpoint's outputs (not stored in it).
+    equilibrium: 'inherent' or 'cage', the structure its displacement vectors come from.
+    The graph is built as the public code builds it: E_i unshifted, on the inherent structure.
+    provenance: extra JSON facts recorded with the run (e.g. where the times came from).
+    Raises CheckpointFileError/ValueError (naming the file or entry) for a file that is not
+    a public EIGNN checkpoint, and ValueError if ``workdir`` already holds a run.
+    """
+    import hashlib
+    from eignn_jax import public_model, torch_checkpoint
+    from eignn_jax.config import GraphConfig
+    checkpoint, workdir = pathlib.Path(checkpoint), pathlib.Path(workdir)
+    if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
+        raise ValueError(f"{workdir} already holds a run; choose another --workdir")
+    content = torch_checkpoint.load(checkpoint)
+    state = torch_checkpoint.load_state_dict(checkpoint)
+    model_config = public_model.config_from_state_dict(state)
+    if len(times) != model_config.num_outputs:
+        raise ValueError(f"{checkpoint}: the model predicts {model_config.num_outputs} time scales "
+                         f"per species, but {len(times)} times were given")
+    config = ExperimentConfig(
+        name=name, model=model_config,
+        graph=GraphConfig(equilibrium=equilibrium, energy_structure="inherent", energy_shifted=False))
+    optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
+    template = training.init_state(architectures.build(model_config), optimizer,
+                                   _template_graph(model_config.num_outputs), 0)
+    variables = public_model.variables_from_state_dict(state, template.params)
+    epoch = int(content.get("epoch", 0)) if isinstance(content, dict) else 0
+    metadata = {
+        "model_revision": MODEL_REVISION,
+        "config": to_dict(config),
+        "times": [float(t) for t in times],
+        "target_mean": None, "target_std": None, "baseline": None,
+        "train_files": [], "validation_files": [], "test_files": [],
+        "imported_from": {"path": str(checkpoint.resolve()),
+                          "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+                          **(provenance or {})},
+        "epoch": epoch,
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    manager = checkpointing.CheckpointManager(workdir / "checkpoints")
+    manager.save(epoch, template.replace(params=variables, opt_state=optimizer.init(variables)), metadata)
+    manager.close()
+    (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
+    log(f"imported {checkpoint.name} (epoch {epoch + 1}, {model_config.num_layers} layers, width "
+        f"{model_config.width}, {model_config.num_outputs} times × 2 species) into {workdir}")

@@ -60,7 +60,8 @@ class ModelConfig:
       (as the public code declares them; then the model is invariant only under proper
       rotations, not under inversion).
     decoder_dropout: dropout rate on the decoder's hidden features during training (the
-      public code uses 0.3; the paper states none).
+      paper states none; the public code configures 0.3 on a single-layer MLP, where it
+      has no effect).
     num_outputs: T, one prediction per time scale.
     edge_chunk: execution only, not part of the model: 0 processes all edges at once
       (fastest); C > 0 processes C edges at a time, so memory stays O(N + C) for very large

@@ -154,3 +154,39 @@ def test_a_state_dict_of_another_layout_is_refused(state):
         variables_from_state_dict(broken, template)
     with pytest.raises(ValueError, match="does not use"):
         variables_from_state_dict({**state, "extra.weight": np.ones(3, np.float32)}, template)
+
+
+def test_imported_checkpoint_predicts_and_evaluates_like_a_run(tmp_path, reference, capsys):
+    """import_public → predict gives the reference outputs for both species from the raw
+    file; evaluate scores labelled files; inputs are left byte-identical."""
+    import hashlib
+    from eignn_jax import metrics
+    from experiments import evaluate as evaluate_main, import_public, predict as predict_main
+    inputs, expected = reference
+    workdir = tmp_path / "public_t044"
+    # The reference stands the dev set's inherent structure in for the equilibrium structure.
+    import_public.main([str(CHECKPOINT), "--workdir", str(workdir), "--equilibrium", "inherent"])
+    assert "T = 0.44 (the file name" in capsys.readouterr().out
+    checksum = hashlib.sha256(DEV_FILE.read_bytes()).hexdigest()
+    predict_main.main(["--workdir", str(workdir), str(DEV_FILE), "--out", str(tmp_path / "out")])
+    assert hashlib.sha256(DEV_FILE.read_bytes()).hexdigest() == checksum
+    with np.load(tmp_path / "out" / DEV_FILE.name) as written:
+        predicted = written["predicted_standardised"].T
+        assert "predicted_propensity" not in written.files   # no propensity scale in the checkpoint
+    assert relative_error(predicted, own_species_columns(expected["output"], inputs["types"])) < STAGE_TOLERANCE
+    header = (tmp_path / "out" / DEV_FILE.with_suffix(".xyz").name).read_text().splitlines()[1]
+    assert "std_prop_9" in header and 'times="0.13 1.3' in header
+
+    # A GlassBench-layout labelled file (10 time rows, no 'times' key: T = 0.44's grid).
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    with np.load(DEV_FILE) as data:
+        arrays = {k: data[k] for k in ("types", "initial_positions", "initial_positions_inherent")}
+        labels = np.concatenate([data["md_prop"], data["md_prop"][-2:]])       # [10, N]
+    np.savez(labelled / "N1000T0.44_1.npz", **arrays, md_prop=labels)
+    evaluate_main.main(["--workdir", str(workdir), "--data", str(labelled)])
+    rows = metrics.read_pcc_csv(workdir / "eval_labelled" / "pcc.csv")
+    assert {r["model"] for r in rows} == {"t044_EIGNN_cage (public)"}
+    is_a = inputs["types"] == 1
+    direct = [np.corrcoef(predicted[is_a, t], labels[t, is_a])[0, 1] for t in range(10)]
+    np.testing.assert_allclose([r["pcc_all"] for r in rows], direct, atol=1e-5)
