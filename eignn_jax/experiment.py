@@ -129,6 +129,18 @@ def check_model_revision(metadata: dict, workdir: pathlib.Path) -> None:
             f"new --workdir.")
 
 
+def check_label_times(files: Sequence[pathlib.Path], times: np.ndarray) -> None:
+    """Raises ValueError, before any work, naming the first file whose labels are not at
+    ``times`` [T] (τ): a table labelled with the model's times must be at the model's times."""
+    for path in files:
+        label_times = dataset.load_configuration(path, require=("md_prop",)).times
+        if len(label_times) != len(times) or not np.allclose(label_times, times, rtol=1e-6):
+            raise ValueError(
+                f"{path}: its labels are at t = {' '.join(f'{t:g}' for t in label_times)}, the model "
+                f"predicts t = {' '.join(f'{t:g}' for t in times)}; evaluate on data with the model's "
+                f"time scales")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
     config: ExperimentConfig
@@ -189,11 +201,13 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{pathlib.Path(data).name}"
     if not files:
         raise ValueError("no test configurations to evaluate")
-    graphs = graph_lib.load_graphs(files, run.config.graph, workdir / "graph_cache", progress=True)
     times = np.asarray(run.metadata["times"])
-    n_times = graphs[0].nodes["targets"].shape[1]
-    if n_times != len(times):
-        raise ValueError(f"{files[0]}: md_prop has {n_times} time scales, the model was trained on {len(times)}")
+    check_label_times(files, times)
+    graphs = graph_lib.load_graphs(files, run.config.graph, workdir / "graph_cache", progress=True)
+    scored = sum(int(g.nodes["target_mask"].sum()) for g in graphs)
+    if scored < 2:
+        raise ValueError(f"{len(files)} file(s) hold {scored} labelled type-A particle(s): a Pearson "
+                         f"correlation needs at least 2 (files: {', '.join(str(f) for f in files[:3])})")
 
     budget = graph_lib.padding_budget(graphs, batch_size=1)
     predict_step = training.make_predict_step(architectures.build(run.config.model))
@@ -235,6 +249,43 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+PREDICTION_KEY = "predicted_standardised"
+
+
+def prediction_paths(inputs: Sequence[pathlib.Path | str], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """``out_dir/<name>.npz`` for each input (``<parent>_<name>.npz`` where names clash).
+
+    Raises ValueError, before anything is written, if an output would be one of the inputs,
+    two outputs would coincide, or an output would replace an existing file that is not a
+    prediction (its ``.npz`` or ``.xyz``).
+    """
+    inputs = [pathlib.Path(p) for p in inputs]
+    names = [p.name for p in inputs]
+    clashing = {n for n in names if names.count(n) > 1}
+    targets = [out_dir / (f"{p.parent.name}_{p.name}" if p.name in clashing else p.name) for p in inputs]
+    resolved_inputs = {p.resolve(): p for p in inputs}
+    seen: dict[pathlib.Path, pathlib.Path] = {}
+    for source, target in zip(inputs, targets):
+        for output in (target, target.with_suffix(".xyz")):
+            if output.resolve() in resolved_inputs:
+                raise ValueError(f"{output} would overwrite the input {resolved_inputs[output.resolve()]}; "
+                                 f"choose another --out")
+        if target.resolve() in seen:
+            raise ValueError(f"{seen[target.resolve()]} and {source} would both be written to {target}")
+        seen[target.resolve()] = source
+        if target.exists() and not _is_prediction(target):
+            raise ValueError(f"{target} exists and is not a prediction file; refusing to replace it")
+    return targets
+
+
+def _is_prediction(path: pathlib.Path) -> bool:
+    try:
+        with np.load(path) as data:
+            return PREDICTION_KEY in data.files
+    except (OSError, ValueError):
+        return False
+
+
 def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | str],
                   out_dir: pathlib.Path | str, *, temperature: float | None = None,
                   log: Callable[[str], None] = print) -> list[pathlib.Path]:
@@ -243,9 +294,13 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     Equilibrium positions of the kind the run was trained with are computed when a file
     lacks them. For each input ``name.npz`` writes ``out_dir/name.npz`` (keys ``types``,
     ``initial_positions``, the equilibrium positions used, ``predicted_propensity`` [T, N]
-    in σ, ``predicted_standardised`` [T, N], ``times``, ``box``) and ``out_dir/name.xyz``
+    in σ, ``predicted_standardised`` [T, N], ``times``, ``box``, ``source``: the input's
+    path) and ``out_dir/name.xyz``
     (extended XYZ: species, positions, displacement to equilibrium, one column per time
     ``prop_0 … prop_{T−1}``; the times are listed in the header). Returns the npz paths.
+
+    Outputs never replace an input or each other (clashing names get the input's folder
+    name as a prefix; see :func:`prediction_paths`).
 
     A run imported from a published checkpoint carries no propensity scale (the public
     model predicts propensities standardised per species, and the checkpoint does not hold
@@ -264,10 +319,11 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             "propensities, each species standardised over its own particles")
     predict_steps = {}   # one per model config (chunked or not), each compiled per budget
     out_dir = pathlib.Path(out_dir)
+    targets = prediction_paths(paths, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for k, path in enumerate(paths):
-        path = pathlib.Path(path)
+
+    def predict_one(path: pathlib.Path, target: pathlib.Path) -> None:
         config = dataset.load_configuration(path)
         for needed_kind in needed:
             if not equilibrium.has_equilibrium(config, needed_kind):
@@ -285,10 +341,13 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             predict_steps[model_config] = training.make_predict_step(architectures.build(model_config))
         [standardised], _ = training.predict_graphs(predict_steps[model_config], run.params, [g],
                                                     graph_lib.padding_budget([g]))
-        target = out_dir / path.name
+        if not np.all(np.isfinite(standardised)):
+            raise ValueError(f"{path}: the model's predictions are not finite ({config.n_particles} "
+                             f"particles); nothing written for it")
         arrays = {"types": np.asarray(config.types), "initial_positions": np.asarray(config.positions),
-                  **{f"initial_positions_{k}": np.asarray(config.equilibrium(k)) for k in needed},
-                  "predicted_standardised": standardised.T.astype(np.float32),
+                  "source": np.asarray(str(path.resolve())),
+                  **{f"initial_positions_{name}": np.asarray(config.equilibrium(name)) for name in needed},
+                  PREDICTION_KEY: standardised.T.astype(np.float32),
                   "times": times.astype(np.float64), "box": np.asarray(config.box)}
         if scaled:
             propensity = (standardised * np.asarray(run.metadata["target_std"])
@@ -302,7 +361,15 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             target.with_suffix(".xyz"), config.types, config.positions, config.box,
             {"disp": g.nodes["displacements"], **columns},
             info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
-                  "equilibrium": kind})
+                  "equilibrium": kind, "source": str(path.resolve())})
+
+    for k, (path, target) in enumerate(zip(map(pathlib.Path, paths), targets)):
+        try:
+            predict_one(path, target)
+        except (dataset.DataError, ValueError, RuntimeError, OSError):
+            done = ", ".join(p.name for p in written) or "none"
+            log(f"stopped at {path}: {len(written)} of {len(paths)} file(s) done before it ({done})")
+            raise
         written.append(target)
         log(f"[{k + 1}/{len(paths)}] {path.name} → {target} and {target.with_suffix('.xyz').name}")
     return written

@@ -94,3 +94,49 @@ def test_predict_computes_missing_inherent_structures(trained_run, tmp_path):
     with np.load(tmp_path / "out" / source.name) as out:
         assert out["initial_positions_inherent"].shape == (1000, 3)
         assert np.isfinite(out["predicted_propensity"]).all()
+
+
+def checksums(folder):
+    import hashlib
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_predict_never_writes_over_its_inputs_or_its_own_outputs(trained_run, tmp_path, capsys):
+    source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / source.name)
+    before = checksums(tmp_path)
+    # --out is the folder holding the input: refused before anything is written.
+    with pytest.raises(SystemExit, match="would overwrite the input"):
+        predict_main.main(["--workdir", str(trained_run), str(tmp_path / "a"), "--out", str(tmp_path / "a")])
+    # Two inputs with one name: distinct outputs, each recording its input.
+    predict_main.main(["--workdir", str(trained_run), str(tmp_path / "a" / source.name),
+                       str(tmp_path / "b" / source.name), "--out", str(tmp_path / "out")])
+    for folder in ("a", "b"):
+        with np.load(tmp_path / "out" / f"{folder}_{source.name}") as out:
+            assert str(out["source"]) == str((tmp_path / folder / source.name).resolve())
+    # An existing file that is not a prediction is never replaced.
+    (tmp_path / "data").mkdir()
+    shutil.copy(source, tmp_path / "data" / source.name)
+    with pytest.raises(SystemExit, match="not a prediction file"):
+        predict_main.main(["--workdir", str(trained_run), str(tmp_path / "a"), "--out", str(tmp_path / "data")])
+    after = checksums(tmp_path)
+    assert {p: after[p] for p in before} == before
+
+
+def test_evaluate_refuses_labels_at_other_times_and_files_without_scored_particles(trained_run, tmp_path):
+    from experiments import evaluate as evaluate_main
+    source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
+    config = dataset.load_configuration(source)
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    dataset.write_configuration(shifted / source.name, dataclasses.replace(config, times=config.times * 2))
+    with pytest.raises(SystemExit, match="labels are at t = "):
+        evaluate_main.main(["--workdir", str(trained_run), "--data", str(shifted)])
+    only_b = tmp_path / "only_b"
+    only_b.mkdir()
+    dataset.write_configuration(only_b / source.name,
+                                dataclasses.replace(config, types=np.full_like(config.types, 2)))
+    with pytest.raises(SystemExit, match="0 labelled type-A particle"):
+        evaluate_main.main(["--workdir", str(trained_run), "--data", str(only_b)])
