@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -191,7 +191,31 @@ def read_pcc_csv(path) -> list[dict]:
         ]
 
 
+def summarise_runs(tables: Sequence[Sequence[dict]]) -> list[dict]:
+    """Mean and spread over runs (e.g. seeds) of each model's Pcc rows.
+
+    tables: one list of Pcc rows (model, time, pcc_mean, pcc_all) per run. Rows of the
+    same model and time across runs are summarised together.
+    Returns rows with model, time, runs (count), pcc_mean, pcc_all (means over runs) and
+    pcc_mean_std, pcc_all_std (sample standard deviations, ddof = 1; 0 for one run).
+    """
+    grouped: dict[tuple, list[dict]] = {}
+    for rows in tables:
+        for row in rows:
+            grouped.setdefault((row["model"], float(row["time"])), []).append(row)
+    summary = []
+    for (model, time), rows in grouped.items():
+        entry = {"model": model, "time": time, "runs": len(rows)}
+        for metric in ("pcc_mean", "pcc_all"):
+            values = np.array([r[metric] for r in rows], dtype=np.float64)
+            entry[metric] = float(values.mean())
+            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
 __all__ = (
+    "summarise_runs",
     "pearson",
     "pcc_table",
     "fit_linear_baseline",

@@ -37,12 +37,22 @@ def _rows_by_model(rows: Iterable[dict]) -> dict:
     return result
 
 
+def _spreads_by_model(rows: Iterable[dict]) -> dict:
+    """{model: pcc_all_std [T] sorted by time} for the models whose rows carry one."""
+    grouped = defaultdict(list)
+    for row in rows:
+        if "pcc_all_std" in row:
+            grouped[str(row["model"])].append((float(row["time"]), float(row["pcc_all_std"])))
+    return {model: np.array(sorted(values))[:, 1] for model, values in grouped.items()}
+
+
 def plot_pcc(rows: Iterable[dict], path, title: str | None = None) -> None:
     """Plot Pearson correlation against time, one colour per model, and save a PNG.
 
     rows: dicts with model (str), time (float, LJ time units, > 0 for the log
-    axis), pcc_mean and pcc_all (float). Solid lines show pcc_all (all
-    configurations pooled), dashed lines pcc_mean (mean over configurations).
+    axis), pcc_mean and pcc_all (float), optionally pcc_all_std (spread over runs,
+    drawn as a band). Solid lines show pcc_all (all configurations pooled),
+    dashed lines pcc_mean (mean over configurations).
     path: output PNG path; written atomically.  title: optional figure title.
     """
     grouped = _rows_by_model(rows)
@@ -50,9 +60,13 @@ def plot_pcc(rows: Iterable[dict], path, title: str | None = None) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     colours = [f"C{k % 10}" for k in range(len(grouped))]
+    spreads = _spreads_by_model(rows)
     for colour, (model, (time, pcc_all, pcc_mean)) in zip(colours, grouped.items()):
         axes.plot(time, pcc_all, color=colour, linestyle="-", marker="o",
                   markersize=3, label=f"{model} (all)")
+        if model in spreads:   # ± one standard deviation over runs (seeds)
+            axes.fill_between(time, pcc_all - spreads[model], pcc_all + spreads[model],
+                              color=colour, alpha=0.2, linewidth=0)
         axes.plot(time, pcc_mean, color=colour, linestyle="--", marker="o",
                   markersize=3, fillstyle="none", label=f"{model} (mean)")
     axes.set_xscale("log")

@@ -4,6 +4,12 @@
 
 Each run's ``pcc.csv`` is read; a model evaluated in more than one run (such as the |d|
 baseline, fitted on the same training files) must have identical rows, and is kept once.
+
+    python -m experiments.compare runs/eignn_s0 runs/eignn_s1 runs/eignn_s2 runs/B_s0 ... --seeds --out runs/seeds
+
+With --seeds, runs of one model name are seeds of it: the table gives the mean ± sample
+standard deviation over them, ``pcc_seeds.csv`` adds the spreads and the run counts, and
+the plot draws ± one standard deviation as a band.
 """
 
 import argparse
@@ -29,21 +35,54 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories (or folders) holding pcc.csv")
     parser.add_argument("--out", required=True, help="folder for the merged pcc.csv and pcc.png")
+    parser.add_argument("--seeds", action="store_true",
+                        help="runs of one model name are seeds: mean ± standard deviation over them")
     args = parser.parse_args(argv)
     paths = [pathlib.Path(run) / "pcc.csv" for run in args.runs]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         sys.exit(f"error: no evaluation in {', '.join(missing)}; run experiments.evaluate first")
     try:
-        rows = merge([metrics.read_pcc_csv(p) for p in paths], [str(p) for p in paths])
+        tables = [metrics.read_pcc_csv(p) for p in paths]
+        rows = metrics.summarise_runs(tables) if args.seeds else merge(tables, [str(p) for p in paths])
     except ValueError as error:
         sys.exit(f"error: {error}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics.write_pcc_csv(out / "pcc.csv", rows)
     plotting.plot_pcc(rows, out / "pcc.png")
-    print(experiment.format_table(rows))
-    print(f"wrote {out / 'pcc.csv'} and {out / 'pcc.png'}")
+    if args.seeds:
+        write_seed_table(out / "pcc_seeds.csv", rows)
+        print(format_seed_table(rows))
+        print(f"wrote {out / 'pcc.csv'}, {out / 'pcc_seeds.csv'} and {out / 'pcc.png'}")
+    else:
+        print(experiment.format_table(rows))
+        print(f"wrote {out / 'pcc.csv'} and {out / 'pcc.png'}")
+
+
+SEED_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", "pcc_all_std")
+
+
+def write_seed_table(path: pathlib.Path, rows: list[dict]) -> None:
+    from eignn_jax import files
+    lines = [",".join(SEED_COLUMNS)] + [",".join(str(row[c]) for c in SEED_COLUMNS) for row in rows]
+    files.atomic_write(path, "\n".join(lines) + "\n")
+
+
+def format_seed_table(rows: list[dict]) -> str:
+    """One line per model and metric, 'mean±std (runs)' per time."""
+    times = sorted({r["time"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lookup = {(r["model"], r["time"]): r for r in rows}
+    width = max(len(m) for m in models) + 16
+    lines = ["t".ljust(width) + "".join(f"{t:>12g}" for t in times)]
+    for model in models:
+        for metric in ("pcc_all", "pcc_mean"):
+            runs = lookup[(model, times[0])]["runs"]
+            label = f"{model} {metric.replace('pcc_', 'Pcc(')}) ×{runs}"
+            lines.append(label.ljust(width) + "".join(
+                f"{lookup[(model, t)][metric]:>7.3f}±{lookup[(model, t)][metric + '_std']:.3f}" for t in times))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

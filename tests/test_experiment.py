@@ -123,3 +123,21 @@ def test_runs_of_an_earlier_model_revision_are_refused(tmp_path):
         evaluate_main.main(["--workdir", str(workdir)])
     with pytest.raises(SystemExit, match="model revision 1"):
         train_main.main(args)
+
+
+def test_compare_seeds_reports_mean_and_spread(tmp_path, capsys):
+    from eignn_jax import metrics
+    from experiments import compare
+    values = (0.5, 0.6, 0.7)
+    for k, value in enumerate(values):
+        (tmp_path / f"s{k}").mkdir()
+        metrics.write_pcc_csv(tmp_path / f"s{k}" / "pcc.csv",
+                              [{"model": "EIGNN", "time": t, "pcc_mean": value, "pcc_all": value + t}
+                               for t in (1.0, 2.0)])
+    compare.main([str(tmp_path / f"s{k}") for k in range(3)] + ["--seeds", "--out", str(tmp_path / "all")])
+    assert "0.600±0.100" in capsys.readouterr().out
+    rows = {r["time"]: r for r in metrics.read_pcc_csv(tmp_path / "all" / "pcc.csv")}
+    assert rows[2.0]["pcc_all"] == pytest.approx(2.6)
+    lines = (tmp_path / "all" / "pcc_seeds.csv").read_text().splitlines()
+    assert lines[0] == "model,time,runs,pcc_mean,pcc_mean_std,pcc_all,pcc_all_std"
+    assert [float(x) for x in lines[1].split(",")[2:]] == pytest.approx([3, 0.6, 0.1, 1.6, 0.1])
