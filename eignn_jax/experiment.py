@@ -76,6 +76,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     if not train_files:
         raise ValueError(f"no training files in {config.data.path}")
     times = dataset.load_configuration(train_files[0], require=("md_prop",)).times
+    # Every file's labels at the same times, checked before any work.
+    check_label_times(train_files + test_files, times, f"{train_files[0].name}'s")
     log(f"{config.name}: {len(train_files)} train / {len(test_files)} test configurations from "
         f"{config.data.path}, {len(times)} time scales")
     validation_files = []
@@ -129,16 +131,16 @@ def check_model_revision(metadata: dict, workdir: pathlib.Path) -> None:
             f"new --workdir.")
 
 
-def check_label_times(files: Sequence[pathlib.Path], times: np.ndarray) -> None:
+def check_label_times(files: Sequence[pathlib.Path], times: np.ndarray, whose: str) -> None:
     """Raises ValueError, before any work, naming the first file whose labels are not at
-    ``times`` [T] (τ): a table labelled with the model's times must be at the model's times."""
+    ``times`` [T] (τ), ``whose`` times (e.g. "the model's"): predictions and tables are
+    labelled with those times, so every file must be at them."""
     for path in files:
         label_times = dataset.load_configuration(path, require=("md_prop",)).times
         if len(label_times) != len(times) or not np.allclose(label_times, times, rtol=1e-6):
             raise ValueError(
-                f"{path}: its labels are at t = {' '.join(f'{t:g}' for t in label_times)}, the model "
-                f"predicts t = {' '.join(f'{t:g}' for t in times)}; evaluate on data with the model's "
-                f"time scales")
+                f"{path}: its labels are at t = {' '.join(f'{t:g}' for t in label_times)}, not at "
+                f"{whose} t = {' '.join(f'{t:g}' for t in times)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +204,7 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     if not files:
         raise ValueError("no test configurations to evaluate")
     times = np.asarray(run.metadata["times"])
-    check_label_times(files, times)
+    check_label_times(files, times, "the model's")
     graphs = graph_lib.load_graphs(files, run.config.graph, workdir / "graph_cache", progress=True)
     scored = sum(int(g.nodes["target_mask"].sum()) for g in graphs)
     if scored < 2:

@@ -141,3 +141,19 @@ def test_compare_seeds_reports_mean_and_spread(tmp_path, capsys):
     lines = (tmp_path / "all" / "pcc_seeds.csv").read_text().splitlines()
     assert lines[0] == "model,time,runs,pcc_mean,pcc_mean_std,pcc_all,pcc_all_std"
     assert [float(x) for x in lines[1].split(",")[2:]] == pytest.approx([3, 0.6, 0.1, 1.6, 0.1])
+
+
+def test_training_on_files_labelled_at_different_times_is_refused_before_any_work(tmp_path):
+    from eignn_jax import dataset
+    files = sorted(DEFAULT_DATA.glob("*.npz"))[:3]
+    for path in files[:2]:
+        shutil.copy(path, tmp_path)
+    config = dataset.load_configuration(files[2])
+    extras = {k: v[:6] if k == "md_disp" else v for k, v in config.extras.items()}
+    fewer = dataclasses.replace(config, times=config.times[:6], propensity=config.propensity[:6], extras=extras)
+    dataset.write_configuration(tmp_path / files[2].name, fewer)
+    workdir = tmp_path / "run"
+    with pytest.raises(SystemExit, match=f"{files[2].name}: its labels are at t = "):
+        train_main.main(["--config", "default", "--workdir", str(workdir), f"--set=data.path={tmp_path}",
+                         "--set=data.n_train=2", "--set=data.n_test=1"])
+    assert not (workdir / "graph_cache").exists()
