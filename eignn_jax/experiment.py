@@ -18,7 +18,7 @@ import jax
 import jraph
 import numpy as np
 
-from eignn_jax import architectures, checkpointing, dataset, graph as graph_lib, metrics, plotting, training
+from eignn_jax import architectures, checkpointing, dataset, files, graph as graph_lib, metrics, plotting, training
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
 from eignn_jax.model import MODEL_REVISION, for_graph_size
 
@@ -32,12 +32,12 @@ def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path
     if layout is not None:
         train, test = layout
         return (train[: data.n_train] if data.n_train else train), (test[: data.n_test] if data.n_test else test)
-    files = dataset.list_configurations(root)
-    n_test = data.n_test or len(files) - data.n_train
+    paths = dataset.list_configurations(root)
+    n_test = data.n_test or len(paths) - data.n_train
     try:
-        return dataset.split_paths(files, data.n_train, n_test, data.split_seed)
+        return dataset.split_paths(paths, data.n_train, n_test, data.split_seed)
     except ValueError as error:
-        raise ValueError(f"{root}: cannot split {len(files)} files into {data.n_train} train "
+        raise ValueError(f"{root}: cannot split {len(paths)} files into {data.n_train} train "
                          f"and {n_test} test: {error}") from error
 
 
@@ -71,7 +71,7 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     if config.model.architecture != "paper":
         raise ValueError(f"model.architecture={config.model.architecture!r} runs imported checkpoints "
                          f"(experiments.import_public); only the paper architecture is trained")
-    workdir.mkdir(parents=True, exist_ok=True)
+    files.writable_directory(workdir)
     train_files, test_files = split_files(config.data)
     if not train_files:
         raise ValueError(f"no training files in {config.data.path}")
@@ -131,11 +131,11 @@ def check_model_revision(metadata: dict, workdir: pathlib.Path) -> None:
             f"new --workdir.")
 
 
-def check_label_times(files: Sequence[pathlib.Path], times: np.ndarray, whose: str) -> None:
+def check_label_times(paths: Sequence[pathlib.Path], times: np.ndarray, whose: str) -> None:
     """Raises ValueError, before any work, naming the first file whose labels are not at
     ``times`` [T] (τ), ``whose`` times (e.g. "the model's"): predictions and tables are
     labelled with those times, so every file must be at them."""
-    for path in files:
+    for path in paths:
         label_times = dataset.load_configuration(path, require=("md_prop",)).times
         if len(label_times) != len(times) or not np.allclose(label_times, times, rtol=1e-6):
             raise ValueError(
@@ -196,20 +196,21 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     selected = "lowest validation loss" if "validation_loss" in run.metadata else "last epoch"
     log(f"evaluating the checkpoint of epoch {run.metadata['epoch'] + 1} ({selected})")
     if data is None:
-        files = [pathlib.Path(p) for p in run.metadata["test_files"]]
+        paths = [pathlib.Path(p) for p in run.metadata["test_files"]]
         out_dir = pathlib.Path(out_dir) if out_dir else workdir
     else:
-        files = dataset.list_configurations(data)
+        paths = dataset.list_configurations(data)
         out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{pathlib.Path(data).name}"
-    if not files:
+    if not paths:
         raise ValueError("no test configurations to evaluate")
     times = np.asarray(run.metadata["times"])
-    check_label_times(files, times, "the model's")
-    graphs = graph_lib.load_graphs(files, run.config.graph, workdir / "graph_cache", progress=True)
+    check_label_times(paths, times, "the model's")
+    files.writable_directory(out_dir)
+    graphs = graph_lib.load_graphs(paths, run.config.graph, workdir / "graph_cache", progress=True)
     scored = sum(int(g.nodes["target_mask"].sum()) for g in graphs)
     if scored < 2:
-        raise ValueError(f"{len(files)} file(s) hold {scored} labelled type-A particle(s): a Pearson "
-                         f"correlation needs at least 2 (files: {', '.join(str(f) for f in files[:3])})")
+        raise ValueError(f"{len(paths)} file(s) hold {scored} labelled type-A particle(s): a Pearson "
+                         f"correlation needs at least 2 (files: {', '.join(str(f) for f in paths[:3])})")
 
     budget = graph_lib.padding_budget(graphs, batch_size=1)
     predict_step = training.make_predict_step(architectures.build(run.config.model))
@@ -227,10 +228,10 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         table = metrics.pcc_table(preds, *_targets(graphs))
         rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
-    plotting.plot_pcc(rows, out_dir / "pcc.png",
-                      title=f"{run.config.name} on {len(files)} configurations")
+    with files.output_set(out_dir / "pcc.csv", out_dir / "pcc.png"):
+        metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
+        plotting.plot_pcc(rows, out_dir / "pcc.png",
+                          title=f"{run.config.name} on {len(paths)} configurations")
     log(format_table(rows))
     log(f"wrote {out_dir / 'pcc.csv'} and {out_dir / 'pcc.png'}")
     return rows
@@ -309,7 +310,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     the statistics): then only ``predicted_standardised`` is written, and the XYZ columns
     are ``std_prop_0 …``.
     """
-    from eignn_jax import equilibrium, files, xyz
+    from eignn_jax import equilibrium, xyz
     run = load_trained(workdir)
     kind = run.config.graph.equilibrium
     # Structures the graph needs: the equilibrium one, and the inherent one for the energy.
@@ -322,7 +323,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     predict_steps = {}   # one per model config (chunked or not), each compiled per budget
     out_dir = pathlib.Path(out_dir)
     targets = prediction_paths(paths, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.writable_directory(out_dir)
     written = []
 
     def predict_one(path: pathlib.Path, target: pathlib.Path) -> None:
@@ -358,12 +359,13 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             columns = {f"prop_{t}": propensity[:, t] for t in range(len(times))}
         else:
             columns = {f"std_prop_{t}": standardised[:, t] for t in range(len(times))}
-        files.atomic_savez(target, arrays)
-        xyz.write_extended_xyz(
-            target.with_suffix(".xyz"), config.types, config.positions, config.box,
-            {"disp": g.nodes["displacements"], **columns},
-            info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
-                  "equilibrium": kind, "source": str(path.resolve())})
+        with files.output_set(target, target.with_suffix(".xyz")):
+            files.atomic_savez(target, arrays)
+            xyz.write_extended_xyz(
+                target.with_suffix(".xyz"), config.types, config.positions, config.box,
+                {"disp": g.nodes["displacements"], **columns},
+                info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
+                      "equilibrium": kind, "source": str(path.resolve())})
 
     for k, (path, target) in enumerate(zip(map(pathlib.Path, paths), targets)):
         try:

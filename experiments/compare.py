@@ -16,7 +16,7 @@ import argparse
 import pathlib
 import sys
 
-from eignn_jax import experiment, metrics, plotting
+from eignn_jax import experiment, files, metrics, plotting
 
 
 def merge(tables: list[list[dict]], names: list[str]) -> list[dict]:
@@ -47,12 +47,16 @@ def main(argv=None) -> None:
         rows = metrics.summarise_runs(tables) if args.seeds else merge(tables, [str(p) for p in paths])
     except ValueError as error:
         sys.exit(f"error: {error}")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics.write_pcc_csv(out / "pcc.csv", rows)
-    plotting.plot_pcc(rows, out / "pcc.png")
+    try:
+        out = files.writable_directory(args.out)
+        with files.output_set(out / "pcc.csv", out / "pcc.png", out / "pcc_seeds.csv"):
+            metrics.write_pcc_csv(out / "pcc.csv", rows)
+            plotting.plot_pcc(rows, out / "pcc.png")
+            if args.seeds:
+                write_seed_table(out / "pcc_seeds.csv", rows)
+    except OSError as error:
+        sys.exit(f"error: {error}")
     if args.seeds:
-        write_seed_table(out / "pcc_seeds.csv", rows)
         print(format_seed_table(rows))
         print(f"wrote {out / 'pcc.csv'}, {out / 'pcc_seeds.csv'} and {out / 'pcc.png'}")
     else:
@@ -64,7 +68,6 @@ SEED_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", 
 
 
 def write_seed_table(path: pathlib.Path, rows: list[dict]) -> None:
-    from eignn_jax import files
     lines = [",".join(SEED_COLUMNS)] + [",".join(str(row[c]) for c in SEED_COLUMNS) for row in rows]
     files.atomic_write(path, "\n".join(lines) + "\n")
 

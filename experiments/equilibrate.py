@@ -36,10 +36,13 @@ def main(argv=None) -> None:
     parser.add_argument("--force", action="store_true", help="recompute structures already present")
     args = parser.parse_args(argv)
 
-    from eignn_jax import dataset, equilibrium
+    from eignn_jax import dataset, equilibrium, files
     kinds = equilibrium.KINDS if args.kind == "both" else (args.kind,)
     try:
         paths = expand(args.inputs)
+        # Files are rewritten in place: a folder that cannot be written is found before minimising.
+        for folder in sorted({path.parent for path in paths}):
+            files.writable_directory(folder)
         for k, path in enumerate(paths):
             config = dataset.load_configuration(path)
             todo = [kind for kind in kinds if args.force or not equilibrium.has_equilibrium(config, kind)]
@@ -56,7 +59,7 @@ def main(argv=None) -> None:
             dataset.write_configuration(path, config)
             # Reported only once written: a line on screen means the file is done.
             print(f"[{k + 1}/{len(paths)}] {path.name}: {json.dumps(summaries)}", flush=True)
-    except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         sys.exit(f"error: {error}")
 
 

@@ -21,7 +21,7 @@ def main(argv=None) -> None:
     from eignn_jax import dataset, experiment
     try:
         experiment.evaluate(args.workdir, data=args.data, out_dir=args.out)
-    except (dataset.DataError, ValueError, FileNotFoundError) as error:
+    except (dataset.DataError, ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"error: {error}")
 
 

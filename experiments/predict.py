@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     from experiments.equilibrate import expand
     try:
         experiment.predict_files(args.workdir, expand(args.inputs), args.out, temperature=args.temperature)
-    except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         sys.exit(f"error: {error}")
 
 

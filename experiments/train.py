@@ -49,7 +49,7 @@ def main(argv=None) -> None:
                 print(f"evaluate with one process: python -m experiments.evaluate --workdir {args.workdir}")
         elif not args.no_eval:
             experiment.evaluate(args.workdir)
-    except (dataset.DataError, ValueError, FileNotFoundError) as error:
+    except (dataset.DataError, ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"error: {error}")
 
 
