@@ -27,19 +27,37 @@ def wrap(positions: np.ndarray, box: np.ndarray) -> np.ndarray:
     return positions - box * np.floor(positions / box + 0.5)
 
 
-def temperature_of(path: pathlib.Path | str) -> float | None:
-    """The temperature of a file from ``meta.json`` beside it (key ``T``) or its name (``…T0.44_7.npz``)."""
+# Temperatures (ε/k_B) at which a Kob–Andersen configuration can be a supercooled liquid or a
+# glass: a cage state sampled outside this range describes no such state.
+PLAUSIBLE_TEMPERATURES = (0.1, 5.0)
+
+
+def temperature_of(path: pathlib.Path | str, given: float | None = None) -> tuple[float | None, str]:
+    """(temperature, where it came from) of a file: ``given`` ('--temperature'), else key ``T``
+    of a ``meta.json`` beside it ('meta.json'), else its GlassBench-style name ``…T0.44_7.npz``
+    ('file name'); (None, 'nowhere') when none of them says.
+
+    Raises ValueError naming the source when the temperature is outside
+    ``PLAUSIBLE_TEMPERATURES``, and DataError for a meta.json that is not JSON.
+    """
     path = pathlib.Path(path)
+    value, source = given, "--temperature"
     meta = path.parent / "meta.json"
-    if meta.exists():
+    if value is None and meta.exists():
         try:
-            value = json.loads(meta.read_text()).get("T")
+            value, source = json.loads(meta.read_text()).get("T"), str(meta)
         except json.JSONDecodeError as error:
             raise dataset.DataError(meta, "T", f"meta.json is not valid JSON ({error})") from error
-        if value is not None:
-            return float(value)
-    match = _TEMPERATURE_IN_NAME.search(path.name)
-    return float(match.group(1)) if match else None
+    if value is None:
+        match = _TEMPERATURE_IN_NAME.search(path.name)
+        value, source = (float(match.group(1)), "file name") if match else (None, "nowhere")
+    if value is None:
+        return None, source
+    low, high = PLAUSIBLE_TEMPERATURES
+    if not low < float(value) < high:
+        raise ValueError(f"{path}: temperature {value} (from {source}) is outside {low}-{high} ε/k_B, "
+                         f"where a Kob-Andersen liquid or glass can be")
+    return float(value), source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +88,7 @@ def compute(config: dataset.Configuration, kind: str, *, temperature: float | No
         result = cage.cage_state(config.positions, config.types, config.box,
                                  cage.CageConfig(temperature=temperature, seed=seed),
                                  key=jax.random.PRNGKey(seed))
-        summary = {"acceptance": result.acceptance, "sweeps": result.sweeps,
+        summary = {"temperature": temperature, "acceptance": result.acceptance, "sweeps": result.sweeps,
                    "rejected_cage_moves": result.rejected_cage_moves}
     else:
         raise ValueError(f"unknown equilibrium kind {kind!r}; expected one of {KINDS}")

@@ -328,13 +328,19 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
 
     def predict_one(path: pathlib.Path, target: pathlib.Path) -> None:
         config = dataset.load_configuration(path)
+        computed = {}
         for needed_kind in needed:
             if not equilibrium.has_equilibrium(config, needed_kind):
-                positions, summary = equilibrium.compute(
-                    config, needed_kind,
-                    temperature=temperature if temperature is not None else equilibrium.temperature_of(path))
+                used_temperature = None
+                if needed_kind == "cage":
+                    used_temperature, source = equilibrium.temperature_of(path, temperature)
+                    log(f"{path.name}: cage state at T = {used_temperature} (from {source})")
+                positions, summary = equilibrium.compute(config, needed_kind, temperature=used_temperature)
                 config = equilibrium.with_equilibrium(config, needed_kind, positions)
+                computed[needed_kind] = summary
                 log(f"{path.name}: computed the {needed_kind} structure {json.dumps(summary)}")
+        log(f"{path.name}: N = {config.n_particles}, box {' × '.join(f'{b:.4f}' for b in config.box)} σ, "
+            f"graph cutoff {run.config.graph.cutoff} σ")
         g = graph_lib.build_graph(config, run.config.graph)
         n = config.n_particles
         # Labels are not needed to predict; zero targets keep the step's shapes.
@@ -351,7 +357,10 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
                   "source": np.asarray(str(path.resolve())),
                   **{f"initial_positions_{name}": np.asarray(config.equilibrium(name)) for name in needed},
                   PREDICTION_KEY: standardised.T.astype(np.float32),
-                  "times": times.astype(np.float64), "box": np.asarray(config.box)}
+                  "times": times.astype(np.float64), "box": np.asarray(config.box),
+                  "graph_cutoff": np.float64(run.config.graph.cutoff),
+                  # How the equilibrium structures used were made here (JSON; {} if read from the file).
+                  "equilibrium_computed": np.asarray(json.dumps(computed))}
         if scaled:
             propensity = (standardised * np.asarray(run.metadata["target_std"])
                           + np.asarray(run.metadata["target_mean"]))           # [N, T], σ

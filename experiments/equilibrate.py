@@ -3,19 +3,22 @@
     python -m experiments.equilibrate data/folder --kind inherent
     python -m experiments.equilibrate a.npz b.npz --kind both --temperature 0.44
 
-Writes ``initial_positions_inherent`` (FIRE to max |F| < 1e-4) and/or
+Writes ``initial_positions_inherent`` (L-BFGS to max |F| < 1e-4) and/or
 ``initial_positions_cage`` (cage-state Monte Carlo at the configuration's temperature:
 --temperature, else ``T`` in a meta.json beside the files, else ``T<value>_`` in the file
-name). Files that already hold the structure are skipped (--force recomputes). Each file
+name; the temperature used and its source are printed, and stored as ``cage_temperature``). Files that already hold the structure are skipped (--force recomputes). Each file
 is rewritten atomically, so a run killed at any moment leaves every file whole; running
 again finishes the rest.
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 import time
+
+import numpy as np
 
 
 def expand(inputs: list[str]) -> list[pathlib.Path]:
@@ -52,9 +55,15 @@ def main(argv=None) -> None:
             summaries = {}
             for kind in todo:
                 started = time.perf_counter()
-                temperature = args.temperature if args.temperature is not None else equilibrium.temperature_of(path)
+                temperature = None
+                if kind == "cage":
+                    temperature, source = equilibrium.temperature_of(path, args.temperature)
+                    print(f"{path.name}: cage state at T = {temperature} (from {source})", flush=True)
                 positions, summary = equilibrium.compute(config, kind, temperature=temperature, seed=args.seed)
                 config = equilibrium.with_equilibrium(config, kind, positions)
+                if kind == "cage":   # stored with the structure it made
+                    config = dataclasses.replace(
+                        config, extras={**config.extras, "cage_temperature": np.float64(temperature)})
                 summaries[kind] = {**summary, "seconds": round(time.perf_counter() - started, 2)}
             dataset.write_configuration(path, config)
             # Reported only once written: a line on screen means the file is done.
