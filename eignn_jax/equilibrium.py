@@ -74,25 +74,35 @@ def compute(config: dataset.Configuration, kind: str, *, temperature: float | No
     """Equilibrium positions [N, 3] float64 (σ, wrapped) of ``kind`` and a summary dict.
 
     temperature: required for cage states (the Monte Carlo runs at the configuration's T).
+    Raises DataError naming the file when the minimiser or the sampler fails on it (e.g.
+    overlapping particles, a box too small for the interaction range).
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown equilibrium kind {kind!r}; expected one of {KINDS}")
+    if kind == "cage" and temperature is None:
+        raise ValueError(f"{config.path}: a cage state needs the temperature: pass --temperature, "
+                         "or keep a meta.json with key T beside the file")
+    try:
+        result, summary = _compute(config, kind, temperature, seed)
+    except (ValueError, RuntimeError) as error:
+        # The physics modules know arrays, not files: name the file and the field here.
+        raise dataset.DataError(config.path or "<in-memory configuration>", "initial_positions",
+                                f"computing its {kind} structure failed: {error}") from error
+    return wrap(np.asarray(result.positions, np.float64), config.box), summary
+
+
+def _compute(config: dataset.Configuration, kind: str, temperature: float | None, seed: int):
     if kind == "inherent":
         from eignn_jax import minimise
         result = minimise.inherent_structure(config.positions, config.types, config.box)
-        summary = {"energy_per_particle": result.energy_per_particle, "max_force": result.max_force,
-                   "iterations": result.iterations}
-    elif kind == "cage":
-        from eignn_jax import cage
-        if temperature is None:
-            raise ValueError(f"{config.path}: a cage state needs the temperature: pass --temperature, "
-                             "or keep a meta.json with key T beside the file")
-        result = cage.cage_state(config.positions, config.types, config.box,
-                                 cage.CageConfig(temperature=temperature, seed=seed),
-                                 key=jax.random.PRNGKey(seed))
-        summary = {"temperature": temperature, "acceptance": result.acceptance, "sweeps": result.sweeps,
-                   "rejected_cage_moves": result.rejected_cage_moves}
-    else:
-        raise ValueError(f"unknown equilibrium kind {kind!r}; expected one of {KINDS}")
-    return wrap(np.asarray(result.positions, np.float64), config.box), summary
+        return result, {"energy_per_particle": result.energy_per_particle, "max_force": result.max_force,
+                        "iterations": result.iterations}
+    from eignn_jax import cage
+    result = cage.cage_state(config.positions, config.types, config.box,
+                             cage.CageConfig(temperature=temperature, seed=seed),
+                             key=jax.random.PRNGKey(seed))
+    return result, {"temperature": temperature, "acceptance": result.acceptance, "sweeps": result.sweeps,
+                    "rejected_cage_moves": result.rejected_cage_moves}
 
 
 def with_equilibrium(config: dataset.Configuration, kind: str, positions: np.ndarray) -> dataset.Configuration:

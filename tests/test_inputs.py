@@ -28,3 +28,16 @@ def test_equilibrate_refuses_an_implausible_cage_temperature_before_sampling(tmp
     with pytest.raises(SystemExit, match="temperature 640.0 .from --temperature. is outside"):
         equilibrate_main.main([str(tmp_path), "--kind", "cage", "--temperature", "640"])
     assert (tmp_path / source.name).read_bytes() == before
+
+
+def test_equilibrium_failures_name_the_file_and_field(tmp_path):
+    import dataclasses
+    import numpy as np
+    from eignn_jax import dataset
+    config = dataset.load_configuration(sorted(DEFAULT_DATA.glob("*.npz"))[0])
+    keep = np.abs(config.positions).max(1) < 1.9       # a 3.8 σ cube: too small for the 2.5 σ range
+    small = dataclasses.replace(config, types=config.types[keep], positions=config.positions[keep],
+                                inherent=None, box=np.full(3, 3.8), propensity=None, extras={})
+    dataset.write_configuration(tmp_path / "small.npz", small)
+    with pytest.raises(SystemExit, match=r"small.npz.*initial_positions.*inherent structure failed.*box"):
+        equilibrate_main.main([str(tmp_path)])
