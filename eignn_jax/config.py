@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -32,6 +33,11 @@ class DataConfig:
     split_seed: int = 0
     n_validation: int = 0
 
+    def __post_init__(self):
+        for name in ("n_train", "n_test", "n_validation", "split_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -42,36 +48,112 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
 
 
+def check(config: ExperimentConfig) -> None:
+    """Checks between fields, which each dataclass's own checks cannot make: overrides are
+    applied one at a time, so a pair of them may pass through an inconsistent state.
+
+    Raises ValueError naming the fields.
+    """
+    data = config.data
+    # The validation files come out of the training files; at least one must be left.
+    if data.n_train and data.n_validation >= data.n_train:
+        raise ValueError(f"data.n_validation ({data.n_validation}) must be smaller than data.n_train "
+                         f"({data.n_train}): validation files are held out of the training files")
+
+
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def _convert(field_type, value):
-    """Builds a value of the annotated type from its JSON form (nested dataclasses, tuples)."""
-    if dataclasses.is_dataclass(field_type) and isinstance(value, dict):
-        return from_dict(field_type, value)
-    origin = typing.get_origin(field_type)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        item_type = typing.get_args(field_type)[0]
-        return tuple(_convert(item_type, v) for v in value)
-    if field_type is float and isinstance(value, int) and not isinstance(value, bool):
+def _describe(field_type) -> str:
+    """Human-readable name of a field annotation, for error messages."""
+    if dataclasses.is_dataclass(field_type):
+        return f"a {field_type.__name__} (a JSON object of its fields)"
+    if typing.get_origin(field_type) is tuple:
+        args = typing.get_args(field_type)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}, e.g. [1, 2]"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    if field_type is bool:
+        return "true or false"
+    if field_type is float:
+        return "a finite number"
+    return getattr(field_type, "__name__", str(field_type))
+
+
+def _convert(field_type, value, key: str):
+    """Builds a value of the annotated type from its JSON form, checking its type.
+
+    field_type: the field's annotation: bool, int, float (an int is accepted and converted),
+      str, tuple[X, ...] or tuple[X, Y, ...] (from a list), or a dataclass (from a dict).
+    key: the field's dotted name (``train.epochs``), for the error message.
+    Raises ValueError naming the key, the value and the expected type: a wrong value would
+    otherwise only fail deep inside training, after the run directory was written.
+    """
+    def mismatch() -> ValueError:
+        return ValueError(f"{key}: expected {_describe(field_type)}, got {value!r}")
+
+    if dataclasses.is_dataclass(field_type):
+        if isinstance(value, field_type):
+            return value
+        if not isinstance(value, dict):
+            raise mismatch()
+        return from_dict(field_type, value, key)
+    if typing.get_origin(field_type) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise mismatch()
+        args = typing.get_args(field_type)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = [args[0]] * len(value)
+        elif len(args) == len(value):
+            item_types = list(args)
+        else:
+            raise mismatch()
+        return tuple(_convert(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+    # bool is a subclass of int: True must not pass as an int, nor 1 as a bool.
+    if field_type is bool:
+        if not isinstance(value, bool):
+            raise mismatch()
+        return value
+    if field_type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise mismatch()
+        return value
+    if field_type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise mismatch()
         return float(value)
+    if field_type is str:
+        if not isinstance(value, str):
+            raise mismatch()
+        return value
+    # No field has another annotation so far; such a value would pass through unchecked.
     return value
 
 
-def from_dict(cls, values: dict):
-    """Inverse of :func:`to_dict`; unknown keys are an error naming them."""
+def from_dict(cls, values: dict, key: str = ""):
+    """Inverse of :func:`to_dict`; unknown keys and values of the wrong type are errors naming them.
+
+    key: dotted name of ``values`` inside an enclosing config, for error messages.
+    Missing keys take the dataclass defaults (configs saved before a field existed still load).
+    """
+    prefix = f"{key}." if key else ""
+    if not isinstance(values, dict):
+        raise ValueError(f"{key or cls.__name__}: expected a {cls.__name__} (a JSON object), got {values!r}")
     hints = typing.get_type_hints(cls)
     unknown = set(values) - set(hints)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(unknown)}")
-    return cls(**{k: _convert(hints[k], v) for k, v in values.items()})
+        raise ValueError(f"unknown {cls.__name__} field(s): {sorted(prefix + k for k in unknown)}")
+    return cls(**{k: _convert(hints[k], v, prefix + k) for k, v in values.items()})
 
 
 def override(config, assignment: str):
     """Applies one ``dotted.key=value`` (value parsed as JSON, else taken as a string).
 
     Example: ``override(cfg, "model.width=64")``, ``override(cfg, "train.lr_decay_epochs=[5,8]")``.
+    A string field takes the text as written (``name=2024`` is the name "2024").
+    Raises ValueError for an unknown key, a value of the wrong type (naming the key, the value
+    and the expected type) or a value out of its field's range.
     """
     if "=" not in assignment:
         raise ValueError(f"override {assignment!r} is not of the form key=value")
@@ -80,10 +162,10 @@ def override(config, assignment: str):
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    return _replace_path(config, key.split("."), value, key)
+    return _replace_path(config, key.split("."), value, raw, key)
 
 
-def _replace_path(config, path: list[str], value: Any, full_key: str):
+def _replace_path(config, path: list[str], value: Any, raw: str, full_key: str):
     hints = typing.get_type_hints(type(config))
     if path[0] not in hints:
         raise ValueError(f"unknown config key {full_key!r} ({type(config).__name__} has {sorted(hints)})")
@@ -91,11 +173,14 @@ def _replace_path(config, path: list[str], value: Any, full_key: str):
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise ValueError(f"config key {full_key!r}: {path[0]} has no sub-fields")
-        new = _replace_path(current, path[1:], value, full_key)
+        new = _replace_path(current, path[1:], value, raw, full_key)
     else:
-        new = _convert(hints[path[0]], value)
+        field_type = hints[path[0]]
+        if field_type is str and not isinstance(value, str):
+            value = raw
+        new = _convert(field_type, value, full_key)
     return dataclasses.replace(config, **{path[0]: new})
 
 
 __all__ = ["DataConfig", "ExperimentConfig", "FeatureScales", "GraphConfig", "ModelConfig",
-           "TrainConfig", "from_dict", "override", "to_dict"]
+           "TrainConfig", "check", "from_dict", "override", "to_dict"]

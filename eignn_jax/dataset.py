@@ -462,19 +462,36 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                 path, FILE_FIELD, f"not a readable .npz file ({type(exc).__name__}: {exc})"
             ) from exc
         with npz:
+            # 'x.npy' and a second 'x.npy' (or a plain 'x') are both key 'x': one would be lost.
+            seen: set[str] = set()
+            for key in npz.files:
+                if key in seen:
+                    raise DataError(path, key, "the archive holds more than one member of this name")
+                seen.add(key)
             return {key: _read_member(path, npz, key) for key in npz.files}
 
 
 def _read_member(path: str, npz, key: str) -> np.ndarray:
-    """One array of an open npz archive; object arrays and corrupt members raise DataError."""
+    """One array of an open npz archive.
+
+    Object arrays, corrupt members and members that are not ``.npy`` arrays raise DataError.
+    """
     try:
-        return npz[key]
+        value = npz[key]
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(path, key, "object (pickled) arrays are not supported") from None
         raise DataError(path, key, f"cannot read array ({exc})") from exc
     except Exception as exc:  # truncated or corrupt member (BadZipFile, EOFError, zlib.error, ...)
         raise DataError(path, key, f"cannot read array ({type(exc).__name__}: {exc})") from exc
+    # np.load hands back the raw bytes of a member without the .npy header (a README.txt
+    # added to the archive, a damaged header) instead of raising.
+    if not isinstance(value, np.ndarray):
+        raise DataError(
+            path, key, f"archive member is not a .npy array ({len(value)} bytes of other data); "
+            f"an .npz configuration holds only arrays"
+        )
+    return value
 
 
 def load_configuration(

@@ -9,6 +9,7 @@ A run directory (``workdir``) holds:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -72,6 +73,13 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         raise ValueError(f"model.architecture={config.model.architecture!r} runs imported checkpoints "
                          f"(experiments.import_public); only the paper architecture is trained")
     files.writable_directory(workdir)
+    # One training process per run directory: a second one is refused before it writes anything.
+    with checkpointing.workdir_lock(workdir) if primary else contextlib.nullcontext():
+        _prepare_and_train(config, workdir, log, primary)
+
+
+def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Callable[[str], None],
+                       primary: bool) -> None:
     train_files, test_files = split_files(config.data)
     if not train_files:
         raise ValueError(f"no training files in {config.data.path}")
@@ -107,7 +115,7 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
         "validation_files": [str(p) for p in validation_files],
         "test_files": [str(p) for p in test_files],
     }
-    saved = checkpointing.CheckpointManager(workdir / "checkpoints").restore_metadata()
+    saved = checkpointing.CheckpointManager(workdir / "checkpoints", log=log).restore_metadata()
     if saved is not None:
         check_model_revision(saved, workdir)
     # Compared in JSON form: tuples come back from a checkpoint as lists.
@@ -153,9 +161,12 @@ class TrainedRun:
 def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
     """The run's best-on-validation checkpoint if it has one, else its latest, with its config."""
     workdir = pathlib.Path(workdir)
-    manager = checkpointing.CheckpointManager(workdir / "best")
-    if manager.latest_step() is None:
-        manager = checkpointing.CheckpointManager(workdir / "checkpoints")
+    # Read-only: a mistyped --workdir raises FileNotFoundError instead of creating folders.
+    manager = None
+    if (workdir / "best").is_dir():
+        manager = checkpointing.CheckpointManager(workdir / "best", create=False)
+    if manager is None or manager.latest_step() is None:
+        manager = checkpointing.CheckpointManager(workdir / "checkpoints", create=False)
     metadata = manager.restore_metadata()
     if metadata is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")

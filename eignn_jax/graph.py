@@ -52,6 +52,8 @@ class GraphConfig:
     energy_shifted: bool = True
 
     def __post_init__(self):
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be > 0 (σ), got {self.cutoff}")
         if self.equilibrium not in ("inherent", "cage"):
             raise ValueError(f"equilibrium must be 'inherent' or 'cage', got {self.equilibrium!r}")
         if self.energy_structure not in ("equilibrium", "initial", "inherent"):
@@ -115,14 +117,31 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
 
 # ----------------------------------------------------------------------------- caching
 
-_CACHE_VERSION = 1
+# 2: entries keyed by the file's content instead of its path, size and modification time.
+_CACHE_VERSION = 2
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    """sha256 (hex) of a file's bytes; DataError naming the file if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise dataset.DataError(path, dataset.FILE_FIELD, "no such file") from None
+    except OSError as exc:
+        raise dataset.DataError(path, dataset.FILE_FIELD, f"cannot open ({exc.strerror or exc})") from exc
 
 
 def _cache_key(path: pathlib.Path, graph_config: GraphConfig) -> str:
-    stat = path.stat()
+    """Cache entry name of the graph of ``path`` under ``graph_config``.
+
+    Keyed by the file's content, not its name, size or modification time: a file replaced by
+    another of the same size within the file system's timestamp resolution (or restored with
+    its old mtime by a copy tool) must not reuse the old graph. Hashing reads the file once,
+    far less work than building its graph.
+    """
     payload = json.dumps({
-        "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-        "config": dataclasses.asdict(graph_config), "version": _CACHE_VERSION,
+        "sha256": _file_digest(path), "config": dataclasses.asdict(graph_config), "version": _CACHE_VERSION,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -153,10 +172,13 @@ def _load_graph(path: pathlib.Path) -> jraph.GraphsTuple:
 def load_graphs(paths: Sequence[pathlib.Path | str], graph_config: GraphConfig,
                 cache_dir: pathlib.Path | str | None = None, *, require_labels: bool = True,
                 progress: bool = False) -> list[jraph.GraphsTuple]:
-    """Graphs for many files, built once and cached in ``cache_dir`` (keyed by file and config).
+    """Graphs for many files, built once and cached in ``cache_dir`` (keyed by content and config).
 
-    A cache entry is keyed by the file's absolute path, size and modification time and by the
-    graph config, so editing a file or changing the cutoff rebuilds it.
+    A cache entry is keyed by the sha256 of the file's bytes and by the graph config, so
+    replacing or editing a file or changing the cutoff rebuilds it, while a copy of a file
+    elsewhere reuses it.
+    require_labels: every file must hold ``md_prop`` (DataError naming the file otherwise,
+      also when its graph comes from the cache).
     """
     require = [f"initial_positions_{graph_config.equilibrium}"]
     if require_labels:
@@ -167,6 +189,10 @@ def load_graphs(paths: Sequence[pathlib.Path | str], graph_config: GraphConfig,
         cached = pathlib.Path(cache_dir) / f"{_cache_key(path, graph_config)}.npz" if cache_dir else None
         if cached is not None and cached.exists():
             graph = _load_graph(cached)
+            # The entry may have been built without labels (a prediction run): the file's
+            # labels are then missing, which loading the file would have reported.
+            if require_labels and graph.nodes["targets"].shape[1] == 0:
+                raise dataset.DataError(path, "md_prop", "required key is missing (the file has no labels)")
         else:
             graph = build_graph(dataset.load_configuration(path, require=require), graph_config)
             if cached is not None:

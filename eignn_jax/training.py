@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -42,6 +43,30 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 2
     data_parallel: bool = False
+
+    def __post_init__(self):
+        """Raises ValueError naming the field for a value outside its range."""
+        # Written as `not (x > bound)` so that NaN fails too.
+        at_least_one = {"epochs": self.epochs, "batch_size": self.batch_size,
+                        "keep_checkpoints": self.keep_checkpoints}
+        for name, value in at_least_one.items():
+            if not value >= 1:
+                raise ValueError(f"{name} must be ≥ 1, got {value}")
+        for name in ("learning_rate", "lr_decay_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        # numpy's default_rng, which orders the epochs, refuses negative seeds.
+        if self.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        bad = [e for e in self.lr_decay_epochs if not e >= 1]
+        if bad:
+            raise ValueError(f"lr_decay_epochs must be epochs ≥ 1 (the rate decays after them), "
+                             f"got {list(self.lr_decay_epochs)}")
 
 
 @flax.struct.dataclass
@@ -204,8 +229,24 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     validation_graphs: if given, the epoch with the lowest validation loss is also kept in
       ``workdir/best`` (model selection never looks at the test graphs, which are only logged).
     Writes one JSON line of metrics per epoch to ``workdir/metrics.jsonl`` and to ``log``.
+    A checkpoint step left incomplete (e.g. its ``state/`` deleted) is set aside and training
+    resumes from the newest complete one, saying so in ``log``.
+    Raises ValueError if another process is training in ``workdir``
+    (:func:`eignn_jax.checkpointing.workdir_lock`).
     """
     workdir = pathlib.Path(workdir)
+    # The processes of one jax.distributed run share the workdir: the first holds the lock.
+    lock = checkpointing.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(model_config, train_config, train_graphs, test_graphs, workdir, metadata, log,
+                      validation_graphs)
+
+
+def _train(model_config: ModelConfig, train_config: TrainConfig,
+           train_graphs: Sequence[jraph.GraphsTuple], test_graphs: Sequence[jraph.GraphsTuple],
+           workdir: pathlib.Path, metadata: dict, log: Callable[[str], None],
+           validation_graphs: Sequence[jraph.GraphsTuple]) -> TrainState:
+    """:func:`train` in a locked workdir."""
     model = EIGNN(model_config)
     mesh, shard_size = None, train_config.batch_size
     if train_config.data_parallel:
@@ -227,7 +268,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
         log(f"data-parallel: {train_config.batch_size} graphs per step over {mesh.devices.size} devices "
             f"({jax.process_count()} process(es))")
 
-    manager = checkpointing.CheckpointManager(workdir / "checkpoints", train_config.keep_checkpoints)
+    manager = checkpointing.CheckpointManager(workdir / "checkpoints", train_config.keep_checkpoints, log=log)
     start_epoch = 0
     restored = manager.restore_latest(state)
     if restored is not None:
@@ -235,7 +276,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
         start_epoch = saved["epoch"] + 1
         log(f"resuming after epoch {saved['epoch'] + 1} (step {int(state.step)})")
 
-    best_manager = checkpointing.CheckpointManager(workdir / "best", 1) if validation_graphs else None
+    best_manager = checkpointing.CheckpointManager(workdir / "best", 1, log=log) if validation_graphs else None
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 

@@ -85,3 +85,14 @@ def test_equilibrate_checks_its_folders_before_minimising(tmp_path, monkeypatch)
     monkeypatch.setattr(files, "writable_directory", unwritable)
     with pytest.raises(SystemExit, match="Read-only file system"):
         equilibrate_main.main([str(tmp_path), "--kind", "inherent", "--force"])
+
+
+def test_a_mistyped_workdir_is_an_error_and_creates_nothing(tmp_path):
+    from experiments import evaluate as evaluate_main
+    missing = tmp_path / "no_such_run"
+    with pytest.raises(SystemExit, match=f"no checkpoint directory {missing}"):
+        evaluate_main.main(["--workdir", str(missing)])
+    source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
+    with pytest.raises(SystemExit, match="no checkpoint directory"):
+        predict_main.main(["--workdir", str(missing), str(source), "--out", str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []
