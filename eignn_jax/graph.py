@@ -61,13 +61,44 @@ class GraphConfig:
                              f"got {self.energy_structure!r}")
 
 
+# Bounds that real Kob–Andersen data never reach (dev set, T = 0.64, the hottest GlassBench
+# temperature, initial and inherent structures: median |d_i| ≤ 0.22 σ, per-particle
+# energies ≤ −1.7 ε). Far beyond them a configuration is not the liquid the model knows.
+MAX_MEDIAN_DISPLACEMENT = 1.0   # σ; two arrays in different particle orders give ≈ L/2
+MAX_PARTICLE_ENERGY = 10.0      # ε; overlapping pairs give 10²–10⁴ ε
+
+
 def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jraph.GraphsTuple:
-    """One unpadded graph (numpy arrays) from one configuration; see the module docstring."""
+    """One unpadded graph (numpy arrays) from one configuration; see the module docstring.
+
+    Raises DataError naming the file and field when the equilibrium structure does not
+    belong to the configuration (median |d_i| > MAX_MEDIAN_DISPLACEMENT, e.g. another
+    particle order), when a particle's energy exceeds MAX_PARTICLE_ENERGY, or when the box
+    is too small for the cutoff.
+    """
+    path = config.path or "<in-memory configuration>"
+    kind = graph_config.equilibrium
     box = np.asarray(config.box, np.float64)
     initial = np.asarray(config.positions, np.float64)
-    equilibrium = np.asarray(config.equilibrium(graph_config.equilibrium), np.float64)
+    equilibrium = np.asarray(config.equilibrium(kind), np.float64)
     displacements = neighbours.minimum_image(equilibrium - initial, box)
     relaxed = initial + displacements
+    median = float(np.median(np.linalg.norm(displacements, axis=-1)))
+    if median > MAX_MEDIAN_DISPLACEMENT:
+        raise dataset.DataError(
+            path, f"initial_positions_{kind}",
+            f"the median distance from initial_positions to this {kind} structure is {median:.3g} σ "
+            f"(real data: below {MAX_MEDIAN_DISPLACEMENT} σ): are the two arrays in different particle orders?")
+    try:
+        return _build(config, graph_config, box, initial, relaxed, displacements)
+    except ValueError as error:
+        if isinstance(error, dataset.DataError):
+            raise
+        # Neighbour searches know arrays, not files (e.g. a box too small for the cutoff).
+        raise dataset.DataError(path, "box", str(error)) from error
+
+
+def _build(config, graph_config, box, initial, relaxed, displacements) -> jraph.GraphsTuple:
 
     # The energy's pair search (KA_MAX_CUTOFF = 2.5 σ) also finds the graph pairs of the
     # equilibrium structure; union_pairs takes them instead of searching again.
@@ -83,6 +114,16 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
                                           inner=graph_config.cutoff if share else None)
     energy = potential.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs,
                                            shifted=graph_config.energy_shifted)
+    too_high = np.flatnonzero(energy > MAX_PARTICLE_ENERGY)
+    if too_high.size:
+        worst = int(too_high[np.argmax(energy[too_high])])
+        field = "initial_positions" if energy_structure == "initial" else (
+            f"initial_positions_{graph_config.equilibrium if on_equilibrium else 'inherent'}")
+        raise dataset.DataError(
+            config.path or "<in-memory configuration>", field,
+            f"{too_high.size} particle(s) have potential energies above {MAX_PARTICLE_ENERGY} ε, "
+            f"particle {worst} {energy[worst]:.3g} ε (real data: below −1.7 ε): overlapping particles, "
+            f"or coordinates in other units than σ")
     pairs_b = energy_pairs.inner
     del energy_pairs  # its sorted edges are no longer needed; free them before the union
     centres, neighbour_ids, shifts = neighbours.union_pairs(
