@@ -9,7 +9,8 @@ read by the same code:
   sometimes ``initial_positions_cage``, ``md_prop`` [10, N], ``bb_prop`` and,
   in test files, predictions of published models under arbitrary keys.  These
   files carry no ``box`` and no ``times``: the box follows from the number
-  density 1.2 and the times are :data:`GLASSBENCH_TIMES`.
+  density 1.2 and the times are GlassBench's grid of the temperature in the file's name
+  or folder (:data:`GLASSBENCH_TIME_GRIDS`).
 * Our own data sets, which add ``md_disp`` [T, N, 3], ``times`` [T] and ``box`` [3].
 
 Units are Lennard-Jones units of the A–A interaction: lengths in σ, times in τ.
@@ -123,7 +124,8 @@ class Configuration:
         inherent: [N, 3] float, σ; ``initial_positions_inherent`` (energy-minimised structure).
         cage: [N, 3] float, σ; ``initial_positions_cage`` (cage-averaged structure).
         propensity: [T, N] float, σ; ``md_prop``, mean |displacement| at each time.
-        times: [T] float, τ; ``times`` as stored, else ``GLASSBENCH_TIMES`` when T == 10.
+        times: [T] float, τ; ``times`` as stored, else, for a 10-row GlassBench file, its
+          temperature's grid (``GLASSBENCH_TIME_GRIDS``, temperature from its name or folder).
         extras: every other key, verbatim (``md_disp``, ``bb_prop``, model predictions, ...).
         box_stored: whether the file had a ``box`` key; the writer writes ``box`` only then.
         times_stored: whether the file had a ``times`` key; likewise.
@@ -339,21 +341,40 @@ def _check_displacement(path: str, disp: np.ndarray, n: int) -> None:
     _check_finite(path, _KEY_DISPLACEMENT, disp)
 
 
+_GLASSBENCH_NAME = re.compile(r"^N\d+T(\d\.\d+)_\d+\.npz$")
+_GLASSBENCH_FOLDER = re.compile(r"^T(\d\.\d+)$")
+
+
+def glassbench_temperature(path: str | os.PathLike) -> float | None:
+    """The temperature a GlassBench file's name (``N4096T0.44_7.npz``) or its temperature
+    folder (``KA_models/T0.44/train/…``) states, or None."""
+    path = pathlib.Path(path)
+    match = _GLASSBENCH_NAME.match(path.name)
+    for folder in (path.parent, path.parent.parent):
+        match = match or _GLASSBENCH_FOLDER.match(folder.name)
+    return round(float(match.group(1)), 2) if match else None
+
+
 def _parse_times(path: str, raw: np.ndarray | None, n_times: int | None) -> np.ndarray | None:
-    """Times [T] (τ): the stored ``times`` (dtype kept), or GLASSBENCH_TIMES when T == 10.
+    """Times [T] (τ): the stored ``times`` (dtype kept); for a 10-row file without them,
+    GlassBench's grid of the temperature its name or folder states (each temperature has its
+    own grid, ``GLASSBENCH_TIME_GRIDS``).
 
     ``n_times`` is T of the dynamical labels, or None when the file has none.
     """
     if raw is None:
         if n_times is None:
             return None
-        if n_times == len(GLASSBENCH_TIMES):
-            return np.asarray(GLASSBENCH_TIMES, dtype=np.float64)
+        temperature = glassbench_temperature(path)
+        if n_times == len(GLASSBENCH_TIMES) and temperature in GLASSBENCH_TIME_GRIDS:
+            return np.asarray(GLASSBENCH_TIME_GRIDS[temperature], dtype=np.float64)
         raise DataError(
             path,
             _KEY_TIMES,
             f"times are needed: the labels have T = {n_times} time points but the file has no "
-            f"'times' key, and only T = {len(GLASSBENCH_TIMES)} implies the GlassBench times",
+            f"'times' key; only 10-row files named as in GlassBench (N4096T0.44_7.npz, or in a "
+            f"folder T0.44) imply GlassBench's time grid of their temperature "
+            f"{sorted(GLASSBENCH_TIME_GRIDS)}",
         )
     if raw.ndim != 1:
         raise DataError(path, _KEY_TIMES, f"must be 1-D [T], got shape {raw.shape}")

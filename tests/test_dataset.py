@@ -136,7 +136,7 @@ def test_positions_in_zero_to_l_convention_accepted(tmp_path):
     arrays = _glassbench_arrays()
     side = (4096 / DENSITY) ** (1 / 3)
     arrays["initial_positions"] = np.mod(arrays["initial_positions"], np.float32(side))
-    path = tmp_path / "shifted_1.npz"
+    path = tmp_path / "N4096T0.44_1.npz"
     np.savez(path, **arrays)
     assert load_configuration(path).positions.min() >= 0
 
@@ -430,3 +430,21 @@ def test_find_overlap_is_periodic():
     i, j, d = dataset.find_overlap(positions, box)
     assert (i, j) == (0, 1) and d == pytest.approx(5e-4)
     assert dataset.find_overlap(positions[[0, 2]], box) is None
+
+
+@pytest.mark.parametrize("location, expected", [
+    ("N4096T0.64_3.npz", 0.64), ("KA_models/T0.50/train/N4096T0.50_3.npz", 0.50),
+    ("KA_models/T0.56/test/config_3.npz", 0.56), ("elsewhere/config_3.npz", None),
+])
+def test_glassbench_files_without_times_get_their_temperatures_grid(tmp_path, location, expected):
+    """GlassBench's time grid differs per temperature; a file that does not say which
+    temperature it is from must carry its times."""
+    from eignn_jax.dataset import GLASSBENCH_TIME_GRIDS
+    path = tmp_path / location
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **_glassbench_arrays())
+    if expected is None:
+        with pytest.raises(DataError, match="config_3.npz.*'times'.*times are needed"):
+            load_configuration(path)
+    else:
+        assert tuple(load_configuration(path).times) == GLASSBENCH_TIME_GRIDS[expected]
