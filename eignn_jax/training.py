@@ -17,7 +17,7 @@ import jraph
 import numpy as np
 import optax
 
-from eignn_jax import checkpointing, graph as graph_lib, metrics
+from eignn_jax import checkpointing, files, graph as graph_lib, metrics
 from eignn_jax.model import EIGNN, ModelConfig
 
 
@@ -242,6 +242,19 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
                       validation_graphs)
 
 
+def _match_metrics_to_checkpoint(metrics_path: pathlib.Path, saved: dict) -> None:
+    """Makes ``metrics.jsonl`` hold exactly one line per epoch up to the checkpoint's: lines of
+    epochs after it (to be redone) are dropped, and a line lost to a kill right after the
+    checkpoint was written is restored from the checkpoint's metadata."""
+    lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= saved["epoch"] + 1]
+    last = json.loads(kept[-1])["epoch"] if kept else 0
+    if last == saved["epoch"] and "metrics" in saved:
+        kept.append(json.dumps(saved["metrics"]))
+    if kept != lines:
+        files.atomic_write(metrics_path, "".join(line + "\n" for line in kept))
+
+
 def _train(model_config: ModelConfig, train_config: TrainConfig,
            train_graphs: Sequence[jraph.GraphsTuple], test_graphs: Sequence[jraph.GraphsTuple],
            workdir: pathlib.Path, metadata: dict, log: Callable[[str], None],
@@ -269,12 +282,15 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
             f"({jax.process_count()} process(es))")
 
     manager = checkpointing.CheckpointManager(workdir / "checkpoints", train_config.keep_checkpoints, log=log)
+    metrics_path = workdir / "metrics.jsonl"
     start_epoch = 0
     restored = manager.restore_latest(state)
     if restored is not None:
         state, saved = restored
         start_epoch = saved["epoch"] + 1
         log(f"resuming after epoch {saved['epoch'] + 1} (step {int(state.step)})")
+        if primary:
+            _match_metrics_to_checkpoint(metrics_path, saved)
 
     best_manager = checkpointing.CheckpointManager(workdir / "best", 1, log=log) if validation_graphs else None
     best_saved = best_manager.restore_metadata() if best_manager else None
@@ -287,7 +303,6 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     predict_step = make_predict_step(model)
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]
-    metrics_path = workdir / "metrics.jsonl"
 
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
@@ -330,8 +345,9 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
                 best_manager.save(epoch, state, {**metadata, "epoch": epoch, "validation_loss": validation_loss})
         if primary and sys.stderr.isatty():
             print("\r", end="", file=sys.stderr)
-        # Checkpoint first: a run killed between the two lines redoes no epoch and logs none twice.
-        manager.save(epoch, state, {**metadata, "epoch": epoch})
+        # Checkpoint first, with the epoch's metrics line: a run killed between the two writes
+        # redoes no epoch, and resuming restores the line from the checkpoint.
+        manager.save(epoch, state, {**metadata, "epoch": epoch, "metrics": record})
         if primary:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")

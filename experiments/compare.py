@@ -39,6 +39,9 @@ def main(argv=None) -> None:
                         help="runs of one model name are seeds: mean ± standard deviation over them")
     args = parser.parse_args(argv)
     paths = [pathlib.Path(run) / "pcc.csv" for run in args.runs]
+    if (pathlib.Path(args.out) / "pcc.csv").resolve() in {p.resolve() for p in paths}:
+        sys.exit(f"error: --out {args.out} holds one of the runs compared; its pcc.csv would be "
+                 f"overwritten: choose another folder")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         sys.exit(f"error: no evaluation in {', '.join(missing)}; run experiments.evaluate first")

@@ -134,6 +134,8 @@ def test_compare_seeds_reports_mean_and_spread(tmp_path, capsys):
         metrics.write_pcc_csv(tmp_path / f"s{k}" / "pcc.csv",
                               [{"model": "EIGNN", "time": t, "pcc_mean": value, "pcc_all": value + t}
                                for t in (1.0, 2.0)])
+    with pytest.raises(SystemExit, match="would be overwritten"):
+        compare.main([str(tmp_path / f"s{k}") for k in range(3)] + ["--out", str(tmp_path / "s1")])
     compare.main([str(tmp_path / f"s{k}") for k in range(3)] + ["--seeds", "--out", str(tmp_path / "all")])
     assert "0.600±0.100" in capsys.readouterr().out
     rows = {r["time"]: r for r in metrics.read_pcc_csv(tmp_path / "all" / "pcc.csv")}

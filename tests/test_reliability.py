@@ -278,3 +278,22 @@ def test_a_second_training_process_in_one_workdir_is_refused(tmp_path):
     with checkpointing.workdir_lock(workdir) as path:
         with checkpointing.workdir_lock(workdir):
             assert path.read_text().strip() == str(os.getpid())
+
+
+def test_metrics_lines_match_the_checkpoints_after_a_kill(tmp_path):
+    """A kill right after a checkpoint is written loses no metrics line; lines of epochs
+    after the checkpoint (redone on resuming) are not kept twice."""
+    import json
+    tiny = ["model.width=8", "model.num_layers=1", "train.epochs=2", "train.lr_decay_epochs=[]",
+            "data.n_train=2", "data.n_test=1"]
+    args = ["--config", "default", "--workdir", str(tmp_path), "--no-eval"] + [f"--set={s}" for s in tiny]
+    train_main.main(args)
+    path = tmp_path / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    path.write_text(lines[0] + "\n")                         # killed after the last checkpoint
+    train_main.main(args)
+    assert path.read_text().splitlines() == lines
+    path.write_text("\n".join(lines + [json.dumps({"epoch": 3})]) + "\n")   # an epoch never checkpointed
+    train_main.main(args)
+    assert path.read_text().splitlines() == lines
