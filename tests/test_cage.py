@@ -12,6 +12,9 @@ from eignn_jax import cage
 from eignn_jax.neighbours import minimum_image, neighbour_pairs
 from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_SIGMA, per_particle_energy
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 T = 0.64
 
 

@@ -10,6 +10,9 @@ from eignn_jax import graph as graph_lib, training
 from eignn_jax.model import EIGNN, for_graph_size
 from tests.conftest import small_model_config
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def outputs_and_gradients(config, params, padded):
     model = EIGNN(config)

@@ -42,6 +42,7 @@ def test_glassbench_cage_protocol_uses_files_with_cage_states():
     assert (config.data.n_train, config.data.n_test) == (100, 100)
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, capsys):
     workdir = tmp_path / "run"
     train_main.main(["--config", "default", "--workdir", str(workdir)] + [f"--set={s}" for s in TINY])
@@ -74,6 +75,7 @@ def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, c
         assert list(csv.DictReader(f)) == rows
 
 
+@pytest.mark.slow
 def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     workdir = tmp_path / "run"
     args = ["--config", "default", "--workdir", str(workdir), "--no-eval"] + [f"--set={s}" for s in TINY]
@@ -109,6 +111,7 @@ def test_compare_merges_runs_and_refuses_conflicting_baselines(tmp_path, capsys)
         compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "both")])
 
 
+@pytest.mark.slow
 def test_runs_of_an_earlier_model_revision_are_refused(tmp_path):
     """A checkpoint whose parameters meant something else (written before the model revision
     was recorded, or under another revision) is neither evaluated nor resumed."""

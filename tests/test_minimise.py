@@ -9,6 +9,9 @@ from eignn_jax import dataset, minimise, potential
 from eignn_jax.neighbours import minimum_image
 from tests.conftest import DEV_SET_FILE
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 # A dev-set configuration on which our FIRE and L-BFGS and the shipped (OpenMM, single
 # precision) minimisation end in the same basin; on others they can differ.
 AGREEING_FILE = DEV_SET_FILE

@@ -81,6 +81,7 @@ def real_node_outputs(model_and_state, padded_graph, n_real):
     return jax.jit(lambda p: model.apply({"params": p, **state}, padded_graph)[:n_real])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", MODEL_OPTIONS.values(), ids=MODEL_OPTIONS.keys())
 def test_every_parameter_receives_a_gradient(real_graph, padded_graph, options):
     """Element by element, at two generic points: a gradient that vanishes at one point only
@@ -100,6 +101,7 @@ def test_every_parameter_receives_a_gradient(real_graph, padded_graph, options):
     assert not dead, f"parameters with zero gradient: {dead}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", MODEL_OPTIONS.values(), ids=MODEL_OPTIONS.keys())
 def test_every_parameter_changes_the_outputs(real_graph, padded_graph, options):
     model, params = model_and_params(real_graph, padded_graph, options)

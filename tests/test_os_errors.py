@@ -12,6 +12,9 @@ from eignn_jax import files
 from experiments import predict as predict_main, train as train_main
 from tests.conftest import DEFAULT_DATA
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 TINY = ["--set=model.width=8", "--set=model.num_layers=1", "--set=train.epochs=1",
         "--set=train.lr_decay_epochs=[]", "--set=data.n_train=2", "--set=data.n_test=1"]
 

@@ -17,6 +17,9 @@ import pytest
 
 from tests.conftest import DEFAULT_DATA
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 # Shared by the children: 6 real graphs (5 train, 1 test), a tiny model, batches of 4.
 SETUP = r"""
 import json, pathlib, sys
@@ -122,6 +125,7 @@ print("RESULT " + json.dumps(out))
 PROCESS_CHILD = r"""
 import sys
 import jax
+
 jax.distributed.initialize(coordinator_address=sys.argv[3], num_processes=2, process_id=int(sys.argv[4]))
 """ + SETUP + r"""
 messages = []

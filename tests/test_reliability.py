@@ -224,6 +224,7 @@ def test_an_incomplete_newest_step_falls_back_to_the_newest_complete_one(tmp_pat
     assert f"renamed to 2{checkpointing.INCOMPLETE_SUFFIX}-2" in messages[0]
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_newest_complete_checkpoint(default_files, tmp_path):
     graphs = graph_lib.load_graphs(default_files[:1], graph_lib.GraphConfig())
     model_config = small_model_config(graphs, width=8, num_layers=1)
@@ -258,6 +259,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow
 def test_a_second_training_process_in_one_workdir_is_refused(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -280,6 +282,7 @@ def test_a_second_training_process_in_one_workdir_is_refused(tmp_path):
             assert path.read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_metrics_lines_match_the_checkpoints_after_a_kill(tmp_path):
     """A kill right after a checkpoint is written loses no metrics line; lines of epochs
     after the checkpoint (redone on resuming) are not kept twice."""

@@ -13,6 +13,9 @@ import pytest
 from eignn_jax import dataset, graph as graph_lib, potential, simulate as sim, training
 from eignn_jax.model import ModelConfig
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 
 

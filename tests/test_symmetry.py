@@ -59,6 +59,7 @@ def full_runner(real_graph):
     return ModelRunner(small_model_config([real_graph], **PAPER_SIZE), real_graph)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("proper", [True, False], ids=["rotation", "rotoinversion"])
 def test_invariant_to_rotation_and_inversion(runner, real_graph, proper):
     rng = np.random.default_rng(1)
@@ -68,6 +69,7 @@ def test_invariant_to_rotation_and_inversion(runner, real_graph, proper):
     assert_close(runner(transform_vectors(real_graph, -np.eye(3))), expected)
 
 
+@pytest.mark.slow
 def test_even_declared_harmonics_break_inversion_only(real_graph):
     """Declaring displacement harmonics parity-even (as the public code does) is caught."""
     runner = ModelRunner(small_model_config([real_graph], harmonics_parity="even"), real_graph)
@@ -87,6 +89,7 @@ def cubic_symmetries():
             yield matrix
 
 
+@pytest.mark.slow
 def test_invariant_to_the_48_cubic_symmetries(full_runner, configuration):
     """The box maps onto itself, so only positions change; the graph is rebuilt each time."""
     config = graph_lib.GraphConfig()
@@ -99,6 +102,7 @@ def test_invariant_to_the_48_cubic_symmetries(full_runner, configuration):
         assert_close(full_runner(graph_lib.build_graph(moved, config)), expected)
 
 
+@pytest.mark.slow
 def test_invariant_to_translation(full_runner, configuration):
     config = graph_lib.GraphConfig()
     expected = full_runner(graph_lib.build_graph(configuration, config))
@@ -108,6 +112,7 @@ def test_invariant_to_translation(full_runner, configuration):
     assert_close(full_runner(graph_lib.build_graph(moved, config)), expected)
 
 
+@pytest.mark.slow
 def test_invariant_to_periodic_images(full_runner, configuration):
     """Moving each particle (independently in each structure) by whole box vectors changes nothing."""
     config = graph_lib.GraphConfig()
@@ -122,6 +127,7 @@ def test_invariant_to_periodic_images(full_runner, configuration):
     assert_close(full_runner(graph_lib.build_graph(moved, config)), expected)
 
 
+@pytest.mark.slow
 def test_equivariant_to_permutations(full_runner, configuration):
     config = graph_lib.GraphConfig()
     expected = full_runner(graph_lib.build_graph(configuration, config))
@@ -132,6 +138,7 @@ def test_equivariant_to_permutations(full_runner, configuration):
     assert_close(full_runner(graph_lib.build_graph(permuted, config)), expected[perm])
 
 
+@pytest.mark.slow
 def test_invariant_to_padding_budget(full_runner, real_graph):
     expected = full_runner(real_graph)
     larger = graph_lib.PaddingBudget(
@@ -139,6 +146,7 @@ def test_invariant_to_padding_budget(full_runner, real_graph):
     assert_close(full_runner(real_graph, larger), expected)
 
 
+@pytest.mark.slow
 def test_batched_graphs_do_not_interact(full_runner, real_graph, default_files):
     """Two graphs in one batch predict what each predicts alone (GraphNorm is per graph)."""
     other = graph_lib.build_graph(dataset.load_configuration(default_files[1]), graph_lib.GraphConfig())
@@ -147,3 +155,12 @@ def test_batched_graphs_do_not_interact(full_runner, real_graph, default_files):
     n = int(real_graph.n_node[0])
     assert_close(both[:n], full_runner(real_graph, budget))
     assert_close(both[n:], full_runner(other, budget))
+
+
+def test_a_small_model_is_invariant_to_rotation_and_inversion(real_graph):
+    """The fast tier's symmetry check (the paper-size suite above is in the full one)."""
+    runner = ModelRunner(small_model_config([real_graph], width=8, num_layers=2), real_graph)
+    expected = runner(real_graph)
+    rng = np.random.default_rng(5)
+    assert_close(runner(transform_vectors(real_graph, random_orthogonal(rng, proper=True))), expected)
+    assert_close(runner(transform_vectors(real_graph, random_orthogonal(rng, proper=False))), expected)

@@ -12,6 +12,9 @@ from eignn_jax import dataset, graph as graph_lib, training
 from eignn_jax.model import EIGNN
 from tests.conftest import small_model_config
 
+# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def test_loss_standardises_targets_over_masked_particles_only():
     rng = np.random.default_rng(0)
