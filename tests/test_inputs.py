@@ -26,7 +26,7 @@ def test_equilibrate_refuses_an_implausible_cage_temperature_before_sampling(tmp
     shutil.copy(source, tmp_path / source.name)
     before = (tmp_path / source.name).read_bytes()
     with pytest.raises(SystemExit, match="temperature 640.0 .from --temperature. is outside"):
-        equilibrate_main.main([str(tmp_path), "--kind", "cage", "--temperature", "640"])
+        equilibrate_main.main([str(tmp_path), "--kind", "cage", "--temperature", "640", "--in-place"])
     assert (tmp_path / source.name).read_bytes() == before
 
 
@@ -40,7 +40,7 @@ def test_equilibrium_failures_name_the_file_and_field(tmp_path):
                                 inherent=None, box=np.full(3, 3.8), propensity=None, extras={})
     dataset.write_configuration(tmp_path / "small.npz", small)
     with pytest.raises(SystemExit, match=r"small.npz.*initial_positions.*inherent structure failed.*box"):
-        equilibrate_main.main([str(tmp_path)])
+        equilibrate_main.main([str(tmp_path), "--out", str(tmp_path / "out")])
 
 
 def _default_configuration():

@@ -87,7 +87,7 @@ def test_equilibrate_checks_its_folders_before_minimising(tmp_path, monkeypatch)
 
     monkeypatch.setattr(files, "writable_directory", unwritable)
     with pytest.raises(SystemExit, match="Read-only file system"):
-        equilibrate_main.main([str(tmp_path), "--kind", "inherent", "--force"])
+        equilibrate_main.main([str(tmp_path), "--kind", "inherent", "--force", "--in-place"])
 
 
 def test_a_mistyped_workdir_is_an_error_and_creates_nothing(tmp_path):

@@ -69,7 +69,7 @@ def test_equilibrate_survives_being_killed_and_is_idempotent(tmp_path):
     sources = sorted(DEFAULT_DATA.glob("*.npz"))[:3]
     for source in sources:
         strip_inherent(source, tmp_path / source.name)
-    process = subprocess.Popen([sys.executable, "-m", "experiments.equilibrate", str(tmp_path)],
+    process = subprocess.Popen([sys.executable, "-m", "experiments.equilibrate", str(tmp_path), "--in-place"],
                                stdout=subprocess.PIPE, text=True)
     first_line = process.stdout.readline()          # one file done and written
     process.kill()
@@ -79,12 +79,12 @@ def test_equilibrate_survives_being_killed_and_is_idempotent(tmp_path):
     assert done[0] and not all(done[1:])             # every file still loads: none half-written
     assert not list(tmp_path.glob(".*tmp"))
 
-    equilibrate_main.main([str(tmp_path)])
+    equilibrate_main.main([str(tmp_path), "--in-place"])
     contents = {p.name: p.read_bytes() for p in tmp_path.glob("*.npz")}
     for path in tmp_path.glob("*.npz"):
         config = dataset.load_configuration(path)
         assert config.inherent is not None and config.inherent.dtype == np.float64
-    equilibrate_main.main([str(tmp_path)])           # nothing left to do: files untouched
+    equilibrate_main.main([str(tmp_path), "--in-place"])           # nothing left to do: files untouched
     assert contents == {p.name: p.read_bytes() for p in tmp_path.glob("*.npz")}
 
 
@@ -143,3 +143,18 @@ def test_evaluate_refuses_labels_at_other_times_and_files_without_scored_particl
                                 dataclasses.replace(config, types=np.full_like(config.types, 2)))
     with pytest.raises(SystemExit, match="0 labelled type-A particle"):
         evaluate_main.main(["--workdir", str(trained_run), "--data", str(only_b)])
+
+
+def test_equilibrate_into_another_folder_leaves_the_inputs_untouched(tmp_path):
+    source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    strip_inherent(source, raw / source.name)
+    before = checksums(raw)
+    with pytest.raises(SystemExit, match="use --in-place"):
+        equilibrate_main.main([str(raw), "--out", str(raw)])
+    equilibrate_main.main([str(raw), "--out", str(tmp_path / "done")])
+    assert checksums(raw) == before
+    assert dataset.load_configuration(tmp_path / "done" / source.name).inherent is not None
+    with pytest.raises(SystemExit):       # where the structures go must be said
+        equilibrate_main.main([str(raw)])
