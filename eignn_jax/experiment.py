@@ -249,17 +249,25 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Plain-text table: one line per model and metric, one column per time."""
+    """Plain-text table: one line per model and metric, one column per time; 'mean±std'
+    and the run count where rows summarise several runs (``metrics.summarise_runs``)."""
     times = sorted({r["time"] for r in rows})
     models = list(dict.fromkeys(r["model"] for r in rows))
     lookup = {(r["model"], r["time"]): r for r in rows}
-    name_width = max(len(m) for m in models) + 12
-    lines = ["t".ljust(name_width) + "".join(f"{t:>8g}" for t in times)]
+    spread = all("runs" in r for r in rows)
+    column = 12 if spread else 8
+    name_width = max(len(m) for m in models) + (16 if spread else 12)
+    lines = ["t".ljust(name_width) + "".join(f"{t:>{column}g}" for t in times)]
     for model in models:
         for metric in ("pcc_mean", "pcc_all"):
             label = f"{model} {metric.replace('pcc_', 'Pcc(')})"
-            lines.append(label.ljust(name_width) + "".join(
-                f"{lookup[(model, t)][metric]:8.3f}" for t in times))
+            if spread:
+                label += f" ×{lookup[(model, times[0])]['runs']}"
+                cells = [f"{lookup[(model, t)][metric]:>7.3f}±{lookup[(model, t)][metric + '_std']:.3f}"
+                         for t in times]
+            else:
+                cells = [f"{lookup[(model, t)][metric]:8.3f}" for t in times]
+            lines.append(label.ljust(name_width) + "".join(cells))
     return "\n".join(lines)
 
 

@@ -55,16 +55,14 @@ def main(argv=None) -> None:
         with files.output_set(out / "pcc.csv", out / "pcc.png", out / "pcc_seeds.csv"):
             metrics.write_pcc_csv(out / "pcc.csv", rows)
             plotting.plot_pcc(rows, out / "pcc.png")
+            written = ["pcc.csv", "pcc.png"]
             if args.seeds:
                 write_seed_table(out / "pcc_seeds.csv", rows)
+                written.append("pcc_seeds.csv")
     except OSError as error:
         sys.exit(f"error: {error}")
-    if args.seeds:
-        print(format_seed_table(rows))
-        print(f"wrote {out / 'pcc.csv'}, {out / 'pcc_seeds.csv'} and {out / 'pcc.png'}")
-    else:
-        print(experiment.format_table(rows))
-        print(f"wrote {out / 'pcc.csv'} and {out / 'pcc.png'}")
+    print(experiment.format_table(rows))
+    print(f"wrote {', '.join(str(out / name) for name in written)}")
 
 
 SEED_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", "pcc_all_std")
@@ -73,22 +71,6 @@ SEED_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", 
 def write_seed_table(path: pathlib.Path, rows: list[dict]) -> None:
     lines = [",".join(SEED_COLUMNS)] + [",".join(str(row[c]) for c in SEED_COLUMNS) for row in rows]
     files.atomic_write(path, "\n".join(lines) + "\n")
-
-
-def format_seed_table(rows: list[dict]) -> str:
-    """One line per model and metric, 'mean±std (runs)' per time."""
-    times = sorted({r["time"] for r in rows})
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    lookup = {(r["model"], r["time"]): r for r in rows}
-    width = max(len(m) for m in models) + 16
-    lines = ["t".ljust(width) + "".join(f"{t:>12g}" for t in times)]
-    for model in models:
-        for metric in ("pcc_all", "pcc_mean"):
-            runs = lookup[(model, times[0])]["runs"]
-            label = f"{model} {metric.replace('pcc_', 'Pcc(')}) ×{runs}"
-            lines.append(label.ljust(width) + "".join(
-                f"{lookup[(model, t)][metric]:>7.3f}±{lookup[(model, t)][metric + '_std']:.3f}" for t in times))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,17 @@ class ModelRunner:
         """[N, T] predictions for the real nodes of ``graph``."""
         padded = graph_lib.pad_graph(graph, budget or self.budget)
         return np.asarray(self._apply(self.params, padded))[: int(graph.n_node.sum())]
+
+
+# A one-epoch, one-layer training on two embedded files: a real run directory in seconds.
+TINY_TRAINING = ["--set=model.width=8", "--set=model.num_layers=1", "--set=train.epochs=1",
+                 "--set=train.lr_decay_epochs=[]", "--set=data.n_train=2", "--set=data.n_test=1"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The run directory of a tiny training (TINY_TRAINING) on the default data."""
+    from experiments import train as train_main
+    workdir = tmp_path_factory.mktemp("run")
+    train_main.main(["--config", "default", "--workdir", str(workdir), "--no-eval"] + TINY_TRAINING)
+    return workdir

@@ -53,7 +53,6 @@ def _default_configuration():
     ("close_pair", "initial_positions", "particles 3 and 4 are 0.05 σ apart"),
 ])
 def test_impossible_configurations_are_refused_on_loading(tmp_path, damage, field, message):
-    import dataclasses
     import numpy as np
     from eignn_jax import dataset
     config = _default_configuration()

@@ -10,27 +10,16 @@ import pytest
 
 from eignn_jax import files
 from experiments import predict as predict_main, train as train_main
-from tests.conftest import DEFAULT_DATA
+from tests.conftest import DEFAULT_DATA, TINY_TRAINING
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
-
-TINY = ["--set=model.width=8", "--set=model.num_layers=1", "--set=train.epochs=1",
-        "--set=train.lr_decay_epochs=[]", "--set=data.n_train=2", "--set=data.n_test=1"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    train_main.main(["--config", "default", "--workdir", str(workdir), "--no-eval"] + TINY)
-    return workdir
-
 
 def test_paths_that_are_files_are_refused_with_one_line(trained_run, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(SystemExit, match=f"{blocker} exists and is not a directory") as info:
-        train_main.main(["--config", "default", "--workdir", str(blocker), "--no-eval"] + TINY)
+        train_main.main(["--config", "default", "--workdir", str(blocker), "--no-eval"] + TINY_TRAINING)
     assert "\n" not in str(info.value)
     source = sorted(DEFAULT_DATA.glob("*.npz"))[0]
     with pytest.raises(SystemExit, match=f"{blocker} exists and is not a directory"):

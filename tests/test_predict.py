@@ -11,22 +11,11 @@ import numpy as np
 import pytest
 
 from eignn_jax import dataset, xyz
-from experiments import equilibrate as equilibrate_main, predict as predict_main, train as train_main
+from experiments import equilibrate as equilibrate_main, predict as predict_main
 from tests.conftest import DEFAULT_DATA
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
-
-TINY = ["--set=model.width=8", "--set=model.num_layers=1", "--set=train.epochs=1",
-        "--set=train.lr_decay_epochs=[]", "--set=data.n_train=2", "--set=data.n_test=1"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    train_main.main(["--config", "default", "--workdir", str(workdir), "--no-eval"] + TINY)
-    return workdir
-
 
 def test_predict_writes_npz_and_extended_xyz_readable_by_ase(trained_run, tmp_path):
     source = sorted(DEFAULT_DATA.glob("*.npz"))[0]

@@ -4,7 +4,6 @@ Reference data (not part of the project): ``../shared/reference/public_eignn/``,
 T = 0.44 EIGNN-Cage checkpoint and its outputs on one dev configuration.
 """
 
-import io
 import os
 import pathlib
 import pickle
