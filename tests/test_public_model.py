@@ -4,10 +4,7 @@ Reference data (not part of the project): ``../shared/reference/public_eignn/``,
 T = 0.44 EIGNN-Cage checkpoint and its outputs on one dev configuration.
 """
 
-import os
 import pathlib
-import pickle
-import zipfile
 
 import jax
 import jraph
@@ -124,25 +121,10 @@ def test_reproduces_the_output_from_the_raw_configuration(reference, state):
     assert relative_error(outputs, own_species_columns(expected["output"], inputs["types"])) < STAGE_TOLERANCE
 
 
-def test_reader_matches_and_refuses_anything_but_tensors(tmp_path, state):
+def test_reader_gives_the_checkpoints_arrays(state):
+    """Every array of the published state dict, read without PyTorch, equals the reference's."""
     weights = np.load(REFERENCE / "public_eignn_t044_cage_weights.npz")
     assert all(np.array_equal(state[k], weights[k]) for k in weights.files)
-
-    def archive_with(obj) -> pathlib.Path:
-        path = tmp_path / "evil.pt"
-        with zipfile.ZipFile(path, "w") as z:
-            z.writestr("evil/data.pkl", pickle.dumps(obj))
-        return path
-
-    with pytest.raises(torch_checkpoint.CheckpointFileError, match=r"evil.pt.*system"):
-        torch_checkpoint.load(archive_with({"net": os.system}))
-    with pytest.raises(torch_checkpoint.CheckpointFileError, match="not a PyTorch zip"):
-        torch_checkpoint.load(archive_with({}).with_name("missing.pt"))
-    (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(torch_checkpoint.CheckpointFileError, match="text.pt"):
-        torch_checkpoint.load(tmp_path / "text.pt")
-    with pytest.raises(torch_checkpoint.CheckpointFileError, match="no state dict"):
-        torch_checkpoint.load_state_dict(archive_with({"epoch": 3, "net": [1, 2]}))
 
 
 def test_a_state_dict_of_another_layout_is_refused(state):
