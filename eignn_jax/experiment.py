@@ -213,7 +213,9 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         paths = dataset.list_configurations(data)
         out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{pathlib.Path(data).name}"
     if not paths:
-        raise ValueError("no test configurations to evaluate")
+        raise ValueError("no test configurations to evaluate" + (
+            "; this run was imported and has no test split: pass --data FOLDER"
+            if run.metadata.get("imported_from") else ""))
     times = np.asarray(run.metadata["times"])
     check_label_times(paths, times, "the model's")
     files.writable_directory(out_dir)
@@ -428,18 +430,23 @@ def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Pa
         raise ValueError(f"{workdir} already holds a run; choose another --workdir")
     content = torch_checkpoint.load(checkpoint)
     state = torch_checkpoint.load_state_dict(checkpoint)
-    model_config = public_model.config_from_state_dict(state)
-    if len(times) != model_config.num_outputs:
-        raise ValueError(f"{checkpoint}: the model predicts {model_config.num_outputs} time scales "
-                         f"per species, but {len(times)} times were given")
-    config = ExperimentConfig(
-        name=name, model=model_config,
-        graph=GraphConfig(equilibrium=equilibrium, energy_structure="inherent", energy_shifted=False))
-    optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
-    template = training.init_state(architectures.build(model_config), optimizer,
-                                   _template_graph(model_config.num_outputs), 0)
-    variables = public_model.variables_from_state_dict(state, template.params)
-    epoch = int(content.get("epoch", 0)) if isinstance(content, dict) else 0
+    try:
+        model_config = public_model.config_from_state_dict(state)
+        if len(times) != model_config.num_outputs:
+            raise ValueError(f"the model predicts {model_config.num_outputs} time scales per species, "
+                             f"but {len(times)} times were given")
+        config = ExperimentConfig(
+            name=name, model=model_config,
+            graph=GraphConfig(cutoff=public_model.PUBLIC_CUTOFF, equilibrium=equilibrium,
+                              energy_structure="inherent", energy_shifted=False))
+        optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
+        template = training.init_state(architectures.build(model_config), optimizer,
+                                       _template_graph(model_config.num_outputs), 0)
+        variables = public_model.variables_from_state_dict(state, template.params)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint}: {error}") from error
+    epoch = content.get("epoch") if isinstance(content, dict) else None
+    epoch = epoch if isinstance(epoch, int) and epoch >= 0 else 0
     metadata = {
         "model_revision": MODEL_REVISION,
         "config": to_dict(config),

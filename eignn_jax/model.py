@@ -40,10 +40,9 @@ class ModelConfig:
     """EIGNN hyper-parameters.
 
     architecture: 'paper' (``EIGNN``, paper §3.2) or 'public' (``public_model.PublicEIGNN``,
-      the public implementation's layout, to run its published checkpoints). The options
-      aggregation, gate, variant, edge_length_change, harmonics_parity and decoder_dropout
-      are the paper architecture's; the public layout has its own fixed choices and
-      must keep their defaults.
+      the public implementation's layout, to run its published checkpoints). The public
+      layout has fixed choices for aggregation, gate, variant, edge_length_change,
+      harmonics_parity and decoder_dropout (``PUBLIC_LAYOUT``), which its config must state.
     width: F, hidden size of every invariant feature and MLP.
     num_layers: N_L, interaction layers.
     l_max: highest spherical-harmonic degree of the equivariant features.
@@ -99,15 +98,15 @@ class ModelConfig:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.architecture == "public":
-            paper_only = [f.name for f in dataclasses.fields(self) if f.name in PAPER_ONLY_OPTIONS
-                          and getattr(self, f.name) != f.default]
-            if paper_only:
-                raise ValueError(f"options {paper_only} belong to the paper architecture; the "
-                                 f"public layout has fixed choices for them")
+            differing = {k: getattr(self, k) for k, v in PUBLIC_LAYOUT.items() if getattr(self, k) != v}
+            if differing:
+                raise ValueError(f"the public layout has {PUBLIC_LAYOUT}; got {differing}")
 
 
-PAPER_ONLY_OPTIONS = ("aggregation", "gate", "variant", "edge_length_change", "harmonics_parity",
-                      "decoder_dropout")
+# The public implementation's choices where the paper model has options (its decoder dropout
+# sits where it has no effect, hence 0), so that a public run's config says what it computes.
+PUBLIC_LAYOUT = dict(aggregation="mean", gate="silu", variant="full", edge_length_change=True,
+                     harmonics_parity="even", decoder_dropout=0.0)
 
 
 # Graphs with more edges than this are processed in chunks of DEFAULT_EDGE_CHUNK edges

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from eignn_jax.model import (EdgeInputs, EdgeMLP, GraphIndex, GraphNorm, ModelConfig,
+from eignn_jax.model import (PUBLIC_LAYOUT, EdgeInputs, EdgeMLP, GraphIndex, GraphNorm, ModelConfig,
                              degree_projector, degree_scalar_products, harmonic_irreps, safe_norm)
 
 BATCH_NORM_EPSILON = 1e-5
@@ -180,8 +180,10 @@ class PublicEIGNN(nn.Module):
 
 # ------------------------------------------------------------------- published checkpoints
 
-# The public code's radial basis range (σ), fixed in its code rather than stored in checkpoints.
+# The public code's radial basis range and graph cutoff (σ), fixed in its code rather than
+# stored in checkpoints.
 PUBLIC_R_MAX = 2.5
+PUBLIC_CUTOFF = 2.0
 
 
 def _is_constant_buffer(name: str, value: np.ndarray) -> bool:
@@ -196,16 +198,21 @@ def config_from_state_dict(state: dict[str, np.ndarray]) -> ModelConfig:
     Raises ValueError naming the missing entry if it is not of that layout.
     """
     try:
-        width = state["lin_embedding.weight"].shape[0]
-        num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("interactions."))
+        width, n_inputs = state["lin_embedding.weight"].shape
+        num_layers = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("interactions.")), default=-1)
         gate_inputs = state["interactions.0.I2EConv.lin1.weight"].shape[1]
         l_max = state["interactions.0.I2EConv.lin2.weight"].shape[0] - 1
-        num_outputs = state["out.lins.1.weight"].shape[0] // 2
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"not a state dict of the public EIGNN layout (missing {error})") from error
+        num_outputs, remainder = divmod(state["out.lins.1.weight"].shape[0], 2)
+    except (KeyError, ValueError, IndexError) as error:
+        raise ValueError(f"not a state dict of the public EIGNN layout (missing or misshapen {error})") from error
+    num_bessel, odd = divmod(gate_inputs - 2 * width - 1, 2)
+    if n_inputs != 4 or num_layers < 1 or l_max < 0 or num_bessel < 1 or odd or remainder or num_outputs < 1:
+        raise ValueError(
+            f"not a state dict of the public EIGNN layout: lin_embedding takes {n_inputs} inputs "
+            f"(4 expected), {num_layers} interaction layers, {gate_inputs} gate inputs (2·{width} + 1 + "
+            f"2·N_b expected), l_max {l_max}, {2 * num_outputs + remainder} outputs (2 per time expected)")
     return ModelConfig(architecture="public", width=width, num_layers=num_layers, l_max=l_max,
-                       num_bessel=(gate_inputs - 2 * width - 1) // 2, r_max=PUBLIC_R_MAX,
-                       num_outputs=num_outputs)
+                       num_bessel=num_bessel, r_max=PUBLIC_R_MAX, num_outputs=num_outputs, **PUBLIC_LAYOUT)
 
 
 def variables_from_state_dict(state: dict[str, np.ndarray], template: dict) -> dict:

@@ -28,9 +28,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=pathlib.Path, help="the public code's .pt file")
     parser.add_argument("--workdir", required=True, help="run directory to create")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="GlassBench temperature the model was trained at (0.44, 0.50, 0.56, 0.64)")
-    parser.add_argument("--times", type=float, nargs="+", default=None, help="its time scales (τ), instead")
+    time_source = parser.add_mutually_exclusive_group()
+    time_source.add_argument("--temperature", type=float, default=None,
+                             help="GlassBench temperature the model was trained at (0.44, 0.50, 0.56, 0.64)")
+    time_source.add_argument("--times", type=float, nargs="+", default=None, help="its time scales (τ), instead")
     parser.add_argument("--equilibrium", choices=("inherent", "cage"), default=None)
     parser.add_argument("--name", default=None, help="model name in tables (default: from the file)")
     args = parser.parse_args(argv)
@@ -45,7 +46,9 @@ def main(argv=None) -> None:
         print(f"equilibrium structure: {kind} (from the file name; --equilibrium overrides)")
         provenance["equilibrium_from"] = "file name"
     times = args.times
-    if times is None:
+    if times is not None:
+        provenance["times_from"] = "--times"
+    else:
         temperature = args.temperature if args.temperature is not None else named_temperature
         grid = dataset.GLASSBENCH_TIME_GRIDS.get(temperature)
         if grid is None:

@@ -16,7 +16,7 @@ import pytest
 
 from eignn_jax import graph as graph_lib
 from eignn_jax import architectures
-from eignn_jax.model import ModelConfig
+from eignn_jax.model import PUBLIC_LAYOUT, ModelConfig
 from tests.conftest import small_model_config
 
 # Each entry: a variant or option of ModelConfig, on a 3-layer model (first, middle and last
@@ -34,7 +34,7 @@ MODEL_OPTIONS = {
     "decoder_dropout": {"decoder_dropout": 0.3},
     "edge_chunks": {"edge_chunk": 20_000},
     "one_layer": {"num_layers": 1},
-    "public_architecture": {"architecture": "public"},
+    "public_architecture": {"architecture": "public", **PUBLIC_LAYOUT},
 }
 
 

@@ -175,3 +175,22 @@ def test_imported_checkpoint_predicts_and_evaluates_like_a_run(tmp_path, referen
     is_a = inputs["types"] == 1
     direct = [np.corrcoef(predicted[is_a, t], labels[t, is_a])[0, 1] for t in range(10)]
     np.testing.assert_allclose([r["pcc_all"] for r in rows], direct, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_import_errors_are_one_line_naming_the_file(tmp_path, state):
+    from experiments import import_public
+    with pytest.raises(SystemExit, match=r"t044_EIGNN_cage.pt: the model predicts 10 time scales .* 3 times"):
+        import_public.main([str(CHECKPOINT), "--workdir", str(tmp_path / "a"), "--times", "1", "2", "3"])
+    assert not (tmp_path / "a").exists()
+    import_public.main([str(CHECKPOINT), "--workdir", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="already holds a run"):
+        import_public.main([str(CHECKPOINT), "--workdir", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="no such file"):
+        import_public.main([str(tmp_path / "none.pt"), "--workdir", str(tmp_path / "c"), "--temperature", "0.44",
+                            "--equilibrium", "cage"])
+    odd = {**state, "interactions.0.I2EConv.lin1.weight": np.zeros((32, 80), np.float32)}
+    with pytest.raises(ValueError, match=r"80 gate inputs \(2·32 \+ 1 \+ 2·N_b expected\)"):
+        config_from_state_dict(odd)
+    with pytest.raises(ValueError, match="missing or misshapen 'lin_embedding.weight'"):
+        config_from_state_dict({k: v for k, v in state.items() if k != "lin_embedding.weight"})
