@@ -32,17 +32,21 @@ def test_loss_standardises_targets_over_masked_particles_only():
     np.testing.assert_allclose(float(loss2), expected, rtol=1e-4)
 
 
-def small_system(n_side=6, seed=0):
-    """A jittered simple-cubic KA-like system of n_side³ particles at density 1.2, random labels."""
+def small_system(n_cells=4, seed=0):
+    """A jittered fcc KA-like system of 4·n_cells³ particles at density 1.2 (nearest
+    neighbours 1.06 σ apart, so per-particle energies are those of a dense liquid), with
+    an 'inherent structure' nearby and random labels."""
     rng = np.random.default_rng(seed)
-    n = n_side ** 3
+    n = 4 * n_cells ** 3
     box = np.full(3, (n / 1.2) ** (1 / 3))
-    grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    positions = (grid + 0.5) * box / n_side - box / 2 + rng.normal(0, 0.08, (n, 3))
+    basis = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    grid = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+    lattice = ((grid + basis).reshape(-1, 3) + 0.25) * box / n_cells - box / 2
+    positions = lattice + rng.normal(0, 0.06, (n, 3))
     types = np.where(rng.random(n) < 0.8, 1, 2).astype(np.int32)
     return dataset.Configuration(
         path="", types=types, positions=positions.astype(np.float32), box=box,
-        inherent=(positions + rng.normal(0, 0.1, (n, 3))).astype(np.float32),
+        inherent=(lattice + rng.normal(0, 0.02, (n, 3))).astype(np.float32),
         propensity=rng.gamma(2.0, 0.2, (3, n)).astype(np.float32),
         times=np.array([1.0, 10.0, 100.0], np.float32))
 
