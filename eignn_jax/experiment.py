@@ -122,7 +122,7 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
     if saved is not None and _what_is_computed(saved["config"]) != _what_is_computed(metadata["config"]):
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
     if primary:
-        (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
+        files.atomic_write(workdir / "config.json", json.dumps(metadata["config"], indent=1))
     training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log,
                    validation_graphs=validation_graphs)
 
@@ -428,8 +428,8 @@ def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Pa
     checkpoint, workdir = pathlib.Path(checkpoint), pathlib.Path(workdir)
     if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
         raise ValueError(f"{workdir} already holds a run; choose another --workdir")
-    content = torch_checkpoint.load(checkpoint)
-    state = torch_checkpoint.load_state_dict(checkpoint)
+    content = torch_checkpoint.load(checkpoint)   # read once: the state dict and the epoch
+    state = torch_checkpoint.state_dict_of(content, checkpoint)
     try:
         model_config = public_model.config_from_state_dict(state)
         if len(times) != model_config.num_outputs:
@@ -462,6 +462,6 @@ def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Pa
     manager = checkpointing.CheckpointManager(workdir / "checkpoints")
     manager.save(epoch, template.replace(params=variables, opt_state=optimizer.init(variables)), metadata)
     manager.close()
-    (workdir / "config.json").write_text(json.dumps(metadata["config"], indent=1))
+    files.atomic_write(workdir / "config.json", json.dumps(metadata["config"], indent=1))
     log(f"imported {checkpoint.name} (epoch {epoch + 1}, {model_config.num_layers} layers, width "
         f"{model_config.width}, {model_config.num_outputs} times × 2 species) into {workdir}")

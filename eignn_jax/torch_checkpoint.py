@@ -173,7 +173,12 @@ def load(path: pathlib.Path | str):
 def load_state_dict(path: pathlib.Path | str, key: str = "net") -> dict[str, np.ndarray]:
     """name → array of the module state dict saved under ``key`` (or of the whole file,
     when it is itself a state dict). Raises CheckpointFileError if there is none."""
-    content = load(path)
+    return state_dict_of(load(path), path, key)
+
+
+def state_dict_of(content, path: pathlib.Path | str, key: str = "net") -> dict[str, np.ndarray]:
+    """The state dict in ``content`` (what :func:`load` returned for ``path``); see
+    :func:`load_state_dict`."""
     state = content.get(key, content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, np.ndarray) and (np.issubdtype(v.dtype, np.number)
