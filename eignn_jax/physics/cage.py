@@ -19,7 +19,7 @@ Procedure implemented here
    v = r⁰_j + n L − r⁰_i (:func:`voronoi_cages`: ``scipy.spatial.Delaunay`` of the
    points plus periodic images, checked to be exact).
 2. Sampling. Metropolis Monte Carlo at temperature T with the truncated and shifted
-   Kob–Andersen potential of :mod:`eignn_jax.potential`, starting from r⁰. A trial
+   Kob–Andersen potential of :mod:`eignn_jax.physics.kob_andersen`, starting from r⁰. A trial
    move displaces one particle by a vector with independent components uniform in
    [−δ, δ]. A trial position outside the particle's cage is rejected whatever its
    energy (counted in ``rejected_cage_moves``); otherwise the Metropolis test
@@ -96,7 +96,7 @@ Neighbour lists
 ---------------
 
 Energy changes use a fixed-capacity full neighbour list shared by all replicas,
-built on the host with matscipy (:func:`eignn_jax.neighbours.neighbour_pairs`); a
+built on the host (:func:`eignn_jax.physics.neighbours.neighbour_pairs`); a
 list that needs more slots than it has is reallocated larger (and counted), never
 truncated.
 
@@ -137,8 +137,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import Delaunay
 
-from eignn_jax.neighbours import neighbour_pairs, padded_capacity
-from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_MAX_CUTOFF, KA_SHIFT_PER_EPSILON, KA_SIGMA
+from eignn_jax.physics import kob_andersen, periodic
+from eignn_jax.physics.kob_andersen import CUTOFF_FACTOR, EPSILON, MAX_CUTOFF, SIGMA
+from eignn_jax.physics.neighbours import Capacity, NeighbourListOverflow, neighbour_pairs, pack_rows
 
 __all__ = [
     "CageConfig",
@@ -326,7 +327,7 @@ def voronoi_cages(positions, box, margin: float | None = None) -> VoronoiCages:
     n = len(positions)
     if positions.shape != (n, 3) or n < 5:
         raise ValueError(f"positions must have shape [N >= 5, 3], got {positions.shape}")
-    wrapped = positions - box * np.floor(positions / box)
+    wrapped = periodic.wrap(positions, box, centred=False)
     if margin is None:
         margin = 2.0 * float(np.prod(box) / n) ** (1.0 / 3.0)
     shifts = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
@@ -388,10 +389,10 @@ class _Grid:
 
 def _grid(box: np.ndarray) -> _Grid:
     """Largest grid with n_d a multiple of 3 and cell side ≥ r_max / 2 on every axis."""
-    counts = tuple(int(_COLOURS_PER_AXIS * math.floor(2.0 * side / (_COLOURS_PER_AXIS * KA_MAX_CUTOFF)))
+    counts = tuple(int(_COLOURS_PER_AXIS * math.floor(2.0 * side / (_COLOURS_PER_AXIS * MAX_CUTOFF)))
                    for side in box)
     if min(counts) < _COLOURS_PER_AXIS:
-        raise ValueError(f"box {box} too small: every side must be >= {1.5 * KA_MAX_CUTOFF} σ "
+        raise ValueError(f"box {box} too small: every side must be >= {1.5 * MAX_CUTOFF} σ "
                          "for the checkerboard updates")
     nx, ny, nz = counts
     ix, iy, iz = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
@@ -408,39 +409,29 @@ class _Neighbours(NamedTuple):
     index: [N, K] int32, neighbour j of each slot (padding: i itself).
     base: [N, K, 3] float32, σ; r⁰_j − r⁰_i + shift · L, so that a replica's pair
         vector is base + u_j − u_i (padding: a vector far beyond every cutoff).
-    sigma2, epsilon4, offset, cutoff2: [N, K] float32; σ_ab², 4 ε_ab, ε_ab V*(r_c)
-        and (2.5 σ_ab)² of each slot (padding: cutoff2 = 0, so it never counts),
-        gathered per row instead of per pair from the type tables.
+    sigma2, epsilon, cutoff2: [N, K] float32; σ_ab², ε_ab and (2.5 σ_ab)² of each
+        slot (padding: cutoff2 = 0, so it never counts), gathered per row instead of
+        per pair from the type tables.
     reference: [R, N, 3] float32, σ; each replica's displacements at the build.
     """
 
     index: jax.Array
     base: jax.Array
     sigma2: jax.Array
-    epsilon4: jax.Array
-    offset: jax.Array
+    epsilon: jax.Array
     cutoff2: jax.Array
     reference: jax.Array
 
 
 def _pad_neighbours(types, centres, others, base, capacity, reference):
-    """Pack sorted pairs into a [N, capacity] _Neighbours; OverflowError(largest) if too small."""
+    """Pack sorted pairs into a [N, capacity] _Neighbours; NeighbourListOverflow if too small."""
     n = len(types)
-    counts = np.bincount(centres, minlength=n)
-    largest = int(counts.max()) if len(counts) else 0
-    if largest > capacity:
-        raise OverflowError(largest)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(len(centres)) - start[centres]
-    index = np.repeat(np.arange(n, dtype=np.int32)[:, None], capacity, axis=1)
-    index[centres, slot] = others
+    index, slot = pack_rows(n, centres, others, capacity)
     padded_base = np.zeros((n, capacity, 3), dtype=np.float32)
     padded_base[..., 0] = _FAR
     padded_base[centres, slot] = base
     a, b = types[centres] - 1, types[others] - 1
-    tables = {"sigma2": KA_SIGMA**2, "epsilon4": 4.0 * KA_EPSILON,
-              "offset": KA_EPSILON * KA_SHIFT_PER_EPSILON,
-              "cutoff2": (KA_CUTOFF_FACTOR * KA_SIGMA) ** 2}
+    tables = {"sigma2": SIGMA**2, "epsilon": EPSILON, "cutoff2": (CUTOFF_FACTOR * SIGMA) ** 2}
     per_slot = {}
     for name, table in tables.items():
         values = np.ones((n, capacity), dtype=np.float32) if name == "sigma2" else \
@@ -464,10 +455,10 @@ def _verlet_neighbours(origin, displacements, types, box, skin, capacity):
     keys = []
     for u in np.asarray(displacements, dtype=np.float64):
         current = origin + u
-        centres, others, shifts = neighbour_pairs(current, box, KA_MAX_CUTOFF + skin)
-        sigma = KA_SIGMA[types[centres] - 1, types[others] - 1]
+        centres, others, shifts = neighbour_pairs(current, box, MAX_CUTOFF + skin)
+        sigma = SIGMA[types[centres] - 1, types[others] - 1]
         vectors = current[others] - current[centres] + shifts * box
-        keep = np.sum(vectors**2, axis=1) < (KA_CUTOFF_FACTOR * sigma + skin) ** 2
+        keep = np.sum(vectors**2, axis=1) < (CUTOFF_FACTOR * sigma + skin) ** 2
         # One int64 per (i, j, image), ordered like (i, j, image), for a fast union.
         image = shifts[keep].astype(np.int64) + _IMAGE_OFFSET
         if np.any(image < 0) or np.any(image >= width):
@@ -492,10 +483,10 @@ def _cage_neighbours(origin, types, box, radius, replicas, capacity):
     configuration of every replica: the list never needs rebuilding.
     """
     n = len(origin)
-    centres, others, shifts = neighbour_pairs(origin, box, KA_MAX_CUTOFF + 2.0 * float(radius.max()))
+    centres, others, shifts = neighbour_pairs(origin, box, MAX_CUTOFF + 2.0 * float(radius.max()))
     base = origin[others] - origin[centres] + shifts * box
-    sigma = KA_SIGMA[types[centres] - 1, types[others] - 1]
-    reach = KA_CUTOFF_FACTOR * sigma + radius[centres] + radius[others]
+    sigma = SIGMA[types[centres] - 1, types[others] - 1]
+    reach = CUTOFF_FACTOR * sigma + radius[centres] + radius[others]
     keep = np.sum(base**2, axis=1) < reach**2
     return _pad_neighbours(types, centres[keep], others[keep], base[keep], capacity,
                            np.zeros((replicas, n, 3)))
@@ -566,15 +557,14 @@ class _Sweep(NamedTuple):
 def _slot_energies(vectors, neighbours: _Neighbours, rows):
     """Pair energies [..., K] (ε) of pair vectors [..., K, 3] in list rows ``rows`` [...].
 
-    The truncated and shifted KA potential of :mod:`eignn_jax.potential`, written
-    in r² with per-slot parameters (no square root, no per-pair type lookup): this
-    is the innermost loop of the sampler.
+    The KA pair kernel (:func:`eignn_jax.physics.kob_andersen.lennard_jones`) with
+    per-slot parameters (no square root, no per-pair type lookup): this is the
+    innermost loop of the sampler.
     """
     r2 = jnp.sum(vectors * vectors, axis=-1)
-    inside = r2 < neighbours.cutoff2[rows]
-    s6 = (neighbours.sigma2[rows] / jnp.where(inside, r2, 1.0)) ** 3
-    energy = neighbours.epsilon4[rows] * s6 * (s6 - 1.0) - neighbours.offset[rows]
-    return jnp.where(inside, energy, 0.0)
+    energy, _ = kob_andersen.lennard_jones(r2, neighbours.sigma2[rows], neighbours.epsilon[rows],
+                                           r2 < neighbours.cutoff2[rows], forces=False)
+    return energy
 
 
 def _energy_per_particle(u, neighbours: _Neighbours):
@@ -713,17 +703,8 @@ def cage_state(positions, types, box, config: CageConfig, key: jax.Array | None 
     ``config.constrain = False`` the same sampler runs without cages (for checks
     of the sampler itself).
     """
-    origin = np.asarray(positions, dtype=np.float64)
+    origin, types, box = periodic.as_system(positions, types, box)
     n = len(origin)
-    if origin.ndim != 2 or origin.shape[1] != 3 or not np.all(np.isfinite(origin)):
-        raise ValueError(f"positions must be finite with shape [N, 3], got {origin.shape}")
-    types = np.asarray(types)
-    if types.shape != (n,) or not np.all((types == 1) | (types == 2)):
-        raise ValueError("types must have shape [N] with values 1 (A) or 2 (B)")
-    types = types.astype(np.int32)
-    box = np.asarray(box, dtype=np.float64).reshape(-1)
-    if box.shape != (3,) or not np.all(np.isfinite(box) & (box > 0)):
-        raise ValueError(f"box must be 3 positive side lengths, got {box}")
     key = jax.random.PRNGKey(config.seed) if key is None else key
     replicas = config.replicas
     replica_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(replicas))
@@ -745,8 +726,7 @@ def cage_state(positions, types, box, config: CageConfig, key: jax.Array | None 
         cage_vectors = np.zeros((n, 1, 3), np.float32)
         cage_half = np.full((n, 1), np.inf, np.float32)
     # Grid frame anchored at particle 0: only relative positions enter the chain.
-    relative = origin - origin[0]
-    relative -= box * np.floor(relative / box)
+    relative = periodic.wrap(origin - origin[0], box, centred=False)
     system = _System(
         cell_origin=jnp.asarray(relative, jnp.float32), box=jnp.asarray(box, jnp.float32),
         cell_side=jnp.asarray(box / np.asarray(grid.counts), jnp.float32),
@@ -771,19 +751,18 @@ def cage_state(positions, types, box, config: CageConfig, key: jax.Array | None 
                     for k in range(1, n_samples + 1)]
     # A caged list is valid for every caged configuration: never unsafe, never rebuilt.
     reach = np.inf if config.constrain else config.skin
-    capacity, builds, reallocations, neighbours = 0, 0, 0, None
+    capacity, builds, neighbours = Capacity(config.capacity_margin), 0, None
     total = np.zeros((n, 3))
     energies, trajectory, recorded = [], [], 0
     u_host = np.zeros((replicas, n, 3))
     while recorded < n_samples:
         if neighbours is None:
             try:
-                neighbours = build(u_host, capacity)
-            except OverflowError as overflow:
+                # No slots before the first allocation: that build overflows and sizes the list.
+                neighbours = build(u_host, capacity.capacity or 0)
+            except NeighbourListOverflow as overflow:
                 # More neighbours than slots: allocate a bigger list (JAX recompiles).
-                reallocations += capacity > 0
-                capacity = padded_capacity(overflow.args[0], config.capacity_margin)
-                neighbours = build(u_host, capacity)
+                neighbours = build(u_host, capacity.fit(overflow.n_pairs))
             builds += 1
             chain = chain._replace(max_moved=jnp.float32(0.0))
         target = sample_steps[recorded]
@@ -818,6 +797,6 @@ def cage_state(positions, types, box, config: CageConfig, key: jax.Array | None 
         rejected_cell_moves=int(chain.cell_rejected),
         mean_energy=float(np.mean(energies)),
         neighbour_builds=builds,
-        capacity_reallocations=reallocations,
+        capacity_reallocations=capacity.reallocations,
         trajectory=np.stack(trajectory) if config.keep_samples else None,
         sample_energies=energies)

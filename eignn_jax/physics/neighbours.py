@@ -15,14 +15,31 @@ Conventions used throughout:
 * an edge ``e`` joins ``centres[e]`` to ``neighbours[e]`` and carries an integer
   image shift, so that its vector (σ) is
   ``positions[neighbours] - positions[centres] + shifts * box``.
+
+The list formats, all built here:
+
+* ordered pairs, sorted (:class:`SortedPairs`, :func:`neighbour_pairs`,
+  :func:`union_pairs`): graph edges and per-particle energies, numpy;
+* a fixed-capacity half list (:class:`HalfList`, :func:`half_pairs`,
+  :func:`half_list`) with a skin, for minimisers (:func:`covers` says when it must be
+  rebuilt);
+* a fixed-capacity row-per-particle list (:func:`pack_rows`), for the cage sampler's
+  single-particle moves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from matscipy.neighbours import neighbour_list
 from scipy.spatial import cKDTree
+
+from eignn_jax.physics.periodic import as_box, as_positions, wrap
 
 # The tree is asked for a marginally larger radius and the result is filtered
 # here with an exact strict test, so pairs sitting on the cutoff within
@@ -40,26 +57,6 @@ def padded_capacity(count: int, margin: float) -> int:
     wanted = max(1, math.ceil(count * margin))
     step = 1 << max(0, wanted.bit_length() - 5)
     return -(-wanted // step) * step
-
-
-def _as_box(box) -> np.ndarray:
-    """Validate ``box`` and return it as a [3] float64 array (σ)."""
-    box = np.asarray(box, dtype=np.float64).reshape(-1)
-    if box.shape != (3,):
-        raise ValueError(f"box must have 3 side lengths, got shape {box.shape}")
-    if np.any(~np.isfinite(box)) or np.any(box <= 0):
-        raise ValueError(f"box side lengths must be positive and finite, got {box}")
-    return box
-
-
-def _as_positions(positions) -> np.ndarray:
-    """Validate ``positions`` and return them as [N, 3] float64 (σ)."""
-    positions = np.asarray(positions, dtype=np.float64)
-    if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must have shape [N, 3], got {positions.shape}")
-    if not np.all(np.isfinite(positions)):
-        raise ValueError("positions contain non-finite values")
-    return positions
 
 
 # Everything per edge runs in blocks of this many edges: the temporaries stay in cache
@@ -96,27 +93,6 @@ class _Appender:
         return [array[:self.size] for array in self.arrays]
 
 
-def _wrap(vectors, box):
-    """Minimum image of ``vectors`` (σ) in a periodic box of sides ``box`` (broadcast)."""
-    wrapped = vectors - box * np.floor(vectors / box + 0.5)
-    # floor() of a quotient can land one image off when a component sits within
-    # round-off of ±L/2; one correction pass restores the half-open interval.
-    half = 0.5 * box
-    wrapped = np.where(wrapped >= half, wrapped - box, wrapped)
-    wrapped = np.where(wrapped < -half, wrapped + box, wrapped)
-    return wrapped
-
-
-def minimum_image(vectors, box) -> np.ndarray:
-    """Wrap displacement vectors to the minimum image.
-
-    vectors: [..., 3] float, σ.  box: [3] float, σ.
-    Returns [..., 3] float64 with every component in [-L/2, L/2).
-    """
-    box = _as_box(box)
-    return _wrap(np.asarray(vectors, dtype=np.float64), box)
-
-
 def _squared_lengths(columns, box, centres, neighbours, shifts) -> np.ndarray:
     """|positions[neighbours] - positions[centres] + shifts * box|² of one block, [B] float64 σ².
 
@@ -139,13 +115,13 @@ def _images(columns, box, first, second, *, lengths: bool = False):
     ``positions[second] - positions[first] + shifts * box`` is the minimum image,
     ``squared`` [B] float64 σ², that vector's squared length as
     :func:`_squared_lengths` evaluates it, and, with ``lengths``, [B] float64 σ, the
-    length of ``minimum_image(positions[second] - positions[first], box)``.
+    length of ``wrap(positions[second] - positions[first], box)``.
     """
     shifts = np.empty((len(first), 3), np.int32)
     total = wrapped_total = None
     for d in range(3):
         raw = columns[d][second] - columns[d][first]
-        wrapped = _wrap(raw, box[d])
+        wrapped = wrap(raw, box[d])
         shift = np.rint((wrapped - raw) / box[d]).astype(np.int32)
         shifts[:, d] = shift
         x = raw + shift * box[d]
@@ -157,10 +133,10 @@ def _images(columns, box, first, second, *, lengths: bool = False):
 
 
 def _wrapped_lengths(columns, box, first, second) -> np.ndarray:
-    """|minimum_image(positions[second] - positions[first], box)| of one block, [B] float64 σ."""
+    """|wrap(positions[second] - positions[first], box)| of one block, [B] float64 σ."""
     total = None
     for d in range(3):
-        wrapped = _wrap(columns[d][second] - columns[d][first], box[d])
+        wrapped = wrap(columns[d][second] - columns[d][first], box[d])
         total = wrapped * wrapped if total is None else total + wrapped * wrapped
     return np.sqrt(total)
 
@@ -298,8 +274,8 @@ class SortedPairs:
     def __init__(self, positions, box, cutoff, inner: float | None = None):
         """positions: [N, 3] float σ (any wrapping); box: [3] float σ; cutoff: float σ;
         inner (optional): a second, smaller cutoff σ whose pairs are kept in ``inner``."""
-        self.positions = _as_positions(positions)
-        self.box = _as_box(box)
+        self.positions = as_positions(positions)
+        self.box = as_box(box)
         cutoff = _check_search(self.box, cutoff)
         self.columns = _columns(self.positions)
         n = len(self.positions)
@@ -379,13 +355,13 @@ def union_pairs(positions_a, positions_b, box, cutoff, *, pairs_b=None, shift_dt
     (its minimum image would not be well defined, so a and b could disagree on
     which image the edge refers to).
     """
-    positions_a = _as_positions(positions_a)
-    positions_b = _as_positions(positions_b)
+    positions_a = as_positions(positions_a)
+    positions_b = as_positions(positions_b)
     if positions_a.shape != positions_b.shape:
         raise ValueError(
             f"structures differ in shape: {positions_a.shape} vs {positions_b.shape}"
         )
-    box = _as_box(box)
+    box = as_box(box)
     cutoff = _check_search(box, cutoff)
     n = len(positions_a)
     if n < 2:
@@ -442,3 +418,172 @@ def union_pairs(positions_a, positions_b, box, cutoff, *, pairs_b=None, shift_dt
     for block in _blocks(len(only_b[0])):
         edges.add(*(part[block] for part in only_b))
     return edges.arrays(shift_dtype)
+
+
+# ----------------------------------------------------------------------------
+# Fixed-capacity lists for compiled loops
+# ----------------------------------------------------------------------------
+#
+# Compiled code needs fixed shapes, so the lists below hold a fixed number of slots
+# (the capacity) with padding. A list that needs more slots than it has is never
+# truncated: building it raises NeighbourListOverflow, and the caller's Capacity grows.
+
+
+class NeighbourListOverflow(RuntimeError):
+    """More pairs (or neighbours of one particle) than the list has slots for.
+
+    Attributes ``n_pairs`` (pairs, or neighbours, found) and ``capacity`` (slots).
+    """
+
+    def __init__(self, n_pairs: int, capacity: int):
+        super().__init__(n_pairs, capacity)
+        self.n_pairs = n_pairs
+        self.capacity = capacity
+
+    def __str__(self) -> str:
+        return f"{self.n_pairs} pairs within range exceed the neighbour-list capacity {self.capacity}"
+
+
+@dataclasses.dataclass
+class Capacity:
+    """The slot count of a list that is rebuilt many times, grown on overflow.
+
+    margin: a list is (re)allocated with room for this many times the pairs found.
+    capacity: the current slot count (None: not yet allocated).
+    reallocations: times the list outgrew its slots after the first allocation.
+    """
+
+    margin: float
+    capacity: int | None = None
+    reallocations: int = 0
+
+    def fit(self, count: int) -> int:
+        """The slot count for ``count`` pairs: the current one if it suffices, else a larger one.
+
+        A new slot count means new array shapes, so JAX compiles the loop again; the
+        margin and :func:`padded_capacity`'s coarse grid keep that rare as the pair
+        count fluctuates, within one run and from one configuration to the next.
+        """
+        if self.capacity is None or count > self.capacity:
+            self.reallocations += self.capacity is not None
+            self.capacity = padded_capacity(count, self.margin)
+        return self.capacity
+
+
+def half_pairs(positions, types, box, reach):
+    """All pairs i < j closer than the range of their type pair (numpy, float64 geometry).
+
+    positions: [N, 3] float64, σ (any periodic images).  types: [N] int, 1 or 2.
+    box: [3] float64, σ.  reach: [2, 2] float, σ, the range of each type pair
+    (indexed by [type_i − 1, type_j − 1], symmetric).
+    Returns (centres [P] int32, neighbours [P] int32, shifts [P, 3] int32), sorted by
+    centre, with ``positions[j] − positions[i] + shifts · box`` the pair vector.
+    Raises ValueError if a box side is not longer than twice the longest reach (a pair
+    could then be in range through two images).
+    """
+    reach = np.asarray(reach, dtype=np.float64)
+    longest = float(reach.max())
+    if np.any(box <= 2.0 * longest):
+        raise ValueError(
+            f"box {box} too small for a neighbour range of {longest:.4g} σ: every side must "
+            f"exceed {2.0 * longest:.4g} σ so each pair has a single image in range")
+    # matscipy's cell list, called directly with per-type-pair ranges: a rebuild sits on
+    # a minimiser's critical path, and the ordered (i, j) and (j, i) list of
+    # neighbour_pairs costs twice the search itself.
+    centres, neighbours, shifts = neighbour_list(
+        "ijS", positions=positions, cell=np.diag(box), pbc=[True, True, True],
+        numbers=np.asarray(types), cutoff={(a, b): float(reach[a - 1, b - 1]) for a in (1, 2) for b in (1, 2)})
+    upper = centres < neighbours
+    centres = centres[upper].astype(np.int32)
+    neighbours = neighbours[upper].astype(np.int32)
+    shifts = shifts[upper].astype(np.int32)
+    # Half lists are scattered into with sorted indices; matscipy documents this order,
+    # and this cheap check keeps a wrong result impossible if it changes.
+    if np.any(np.diff(centres) < 0):
+        order = np.argsort(centres, kind="stable")
+        centres, neighbours, shifts = centres[order], neighbours[order], shifts[order]
+    return centres, neighbours, shifts
+
+
+class HalfList(NamedTuple):
+    """Fixed-capacity half neighbour list of a moving configuration; a pytree of arrays.
+
+    centres: [C] int32, i of each pair, non-decreasing (padding uses N − 1 so the
+        order holds, which lets scatters assume sorted indices).
+    neighbours: [C] int32, j of each pair, i < j for real pairs.
+    shifts: [C, 3] int32, image shift; the pair vector (σ) is
+        ``positions[j] − positions[i] + shifts · box`` for the positions the list
+        was built from and any continuous motion of them (never re-wrap them).
+    mask: [C] bool, True for real pairs, False for padding.
+    reference: [N, 3] float, σ; positions at the build.
+    half_skin: float scalar, σ; half the skin the list was built with.
+
+    Real pairs are all i < j within their interaction range + skin at the build. While
+    no particle has moved more than skin / 2 since then (:func:`covers`), every pair
+    within its interaction range is in the list.
+    """
+
+    centres: jax.Array
+    neighbours: jax.Array
+    shifts: jax.Array
+    mask: jax.Array
+    reference: jax.Array
+    half_skin: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        """C, the number of pair slots."""
+        return int(self.centres.shape[0])
+
+
+def half_list(centres, neighbours, shifts, reference, skin: float, capacity: int, dtype) -> HalfList:
+    """A :class:`HalfList` of ``capacity`` slots holding the pairs of :func:`half_pairs`.
+
+    reference: [N, 3] float, σ, the positions the pairs were found for.  skin: σ.
+    dtype: float dtype of ``reference`` and ``half_skin``.
+    Raises :class:`NeighbourListOverflow` if there are more pairs than ``capacity``.
+    """
+    if len(centres) > capacity:
+        raise NeighbourListOverflow(len(centres), int(capacity))
+    pad = capacity - len(centres)
+    last = len(reference) - 1
+    return HalfList(
+        centres=jnp.asarray(np.concatenate([centres, np.full(pad, last, np.int32)])),
+        neighbours=jnp.asarray(np.concatenate([neighbours, np.full(pad, last, np.int32)])),
+        shifts=jnp.asarray(np.concatenate([shifts, np.zeros((pad, 3), np.int32)])),
+        mask=jnp.asarray(np.arange(capacity) < len(centres)),
+        reference=jnp.asarray(reference, dtype=dtype),
+        half_skin=jnp.asarray(0.5 * skin, dtype=dtype),
+    )
+
+
+def covers(positions, pairs: HalfList):
+    """Whether ``pairs`` still holds every interacting pair of ``positions``; jittable.
+
+    positions: [N, 3] float, σ (same images as at the build).  Returns a bool scalar:
+    True while no particle is more than skin / 2 from where it was at the build (two
+    particles then close in by less than the skin). NaN positions count as covered, so
+    that non-finite forces, not a rebuild, report them.
+    """
+    moved = jnp.max(jnp.sum((positions - pairs.reference) ** 2, axis=-1))
+    return ~(moved > pairs.half_skin * pairs.half_skin)
+
+
+def pack_rows(n: int, centres, others, capacity: int):
+    """Slots of ordered pairs in a row-per-particle list of ``capacity`` columns.
+
+    n: particles.  centres, others: [P] int, pairs sorted by centre.
+    Returns (index [n, capacity] int32, slot [P] int): row i lists i's neighbours in
+    columns 0, 1, …, and pads the rest with i itself; pair p sits at
+    ``[centres[p], slot[p]]``. Raises :class:`NeighbourListOverflow` (``n_pairs``:
+    the most neighbours of one particle) if a row would need more columns.
+    """
+    counts = np.bincount(centres, minlength=n)
+    largest = int(counts.max()) if len(counts) else 0
+    if largest > capacity:
+        raise NeighbourListOverflow(largest, int(capacity))
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(centres)) - start[centres]
+    index = np.repeat(np.arange(n, dtype=np.int32)[:, None], capacity, axis=1)
+    index[centres, slot] = others
+    return index, slot
