@@ -1,4 +1,4 @@
-"""Benchmark: inherent structures (eignn_jax.minimise.inherent_structure), FIRE or L-BFGS.
+"""Benchmark: inherent structures (eignn_jax.physics.minimise.inherent_structure), FIRE or L-BFGS.
 
     python -m benchmarks.inherent_structure              # N = 1000 and N = 4096, default method
     python -m benchmarks.inherent_structure --repeats 5 --method lbfgs
@@ -29,7 +29,8 @@ import jax
 import numpy as np
 
 from benchmarks.systems import ka_liquid
-from eignn_jax import dataset, minimise, potential
+from eignn_jax import dataset
+from eignn_jax.physics import kob_andersen, minimise
 
 DEV_FILE = "eignn_jax/default_data/N1000T0.64_1.npz"
 
@@ -45,7 +46,7 @@ def run(name: str, description: str, positions, types, box, repeats: int,
         started = time.perf_counter()
         result = minimise.inherent_structure(positions, types, box, method=method)
         times.append(time.perf_counter() - started)
-    start_energy = float(np.mean(potential.per_particle_energy(positions, types, box)))
+    start_energy = float(np.mean(kob_andersen.per_particle_energy(positions, types, box)))
     print(json.dumps({
         "system": name,
         "method": method,

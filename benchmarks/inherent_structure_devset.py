@@ -4,11 +4,11 @@
 
 With --from-shipped the minimisation starts from the shipped inherent structure instead
 of the initial positions: a check that our tighter minimum is the same basin.
---method picks the minimiser (default: ``eignn_jax.minimise.DEFAULT_METHOD``), with its
-default config (:class:`eignn_jax.minimise.FireConfig` or ``LbfgsConfig``). ``openmm``
+--method picks the minimiser (default: ``eignn_jax.physics.minimise.DEFAULT_METHOD``), with its
+default config (:class:`eignn_jax.physics.minimise.FireConfig` or ``LbfgsConfig``). ``openmm``
 (needs the ``[sim]`` extra) is a reference point: OpenMM's own L-BFGS
 (``LocalEnergyMinimizer``, CPU platform, tolerance 1e-3, the KA force of
-``eignn_jax.simulate``) from the initial positions, then finished by our default
+``eignn_jax.physics.md``) from the initial positions, then finished by our default
 minimiser to max |F| < 1e-4 (which stays in that basin, as --from-shipped shows).
 
 Default folder: ``../shared/data/ka3d_T064_N1000`` (the 32-file dev set), else the one
@@ -19,7 +19,7 @@ compilation), iterations (all, and in float64), energy evaluations, final max |F
 and whether it is below
 1e-4 (inherent_structure raises otherwise), our energy per particle,
 the shipped ``initial_positions_inherent``'s energy per particle (both with
-``potential.per_particle_energy``), |Δe| and the mean minimum-image distance
+``kob_andersen.per_particle_energy``), |Δe| and the mean minimum-image distance
 |Δr| (σ) between the two structures. A summary line follows: how many runs
 reached max |F| < 1e-4, how many agree with the shipped energy within 1e-3 ε
 per particle, the mean |Δr| of those that do and of those that do not (different
@@ -33,8 +33,9 @@ import time
 
 import numpy as np
 
-from eignn_jax import dataset, minimise, potential
-from eignn_jax.neighbours import minimum_image
+from eignn_jax import dataset
+from eignn_jax.physics import kob_andersen, minimise
+from eignn_jax.physics.periodic import wrap
 
 ENERGY_AGREEMENT = 1e-3  # ε per particle
 FORCE_TOLERANCE = 1e-4  # ε/σ
@@ -46,9 +47,9 @@ _CANDIDATES = (_ROOT.parent / "shared" / "data" / "ka3d_T064_N1000", _ROOT / "te
 def openmm_minimum(positions, types, box, tolerance: float = 1e-3) -> np.ndarray:
     """[N, 3] float64: OpenMM's LocalEnergyMinimizer (L-BFGS) on the KA system from ``positions``."""
     import openmm
-    from eignn_jax import simulate
+    from eignn_jax.physics import md
 
-    context = simulate.make_context(simulate.build_system(types, box), openmm.VerletIntegrator(0.005), threads=1)
+    context = md.make_context(md.build_system(types, box), openmm.VerletIntegrator(0.005), threads=1)
     context.setPositions(np.asarray(positions, np.float64))
     openmm.LocalEnergyMinimizer.minimize(context, tolerance, 0)
     return np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)._value, np.float64)
@@ -64,9 +65,9 @@ def compare(path, from_shipped: bool = False, method: str = minimise.DEFAULT_MET
     result = minimise.inherent_structure(start, config.types, config.box,
                                          method=minimise.DEFAULT_METHOD if method == "openmm" else method)
     seconds = time.perf_counter() - started
-    ours = float(np.mean(potential.per_particle_energy(result.positions, config.types, config.box)))
-    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
-    shift = minimum_image(result.positions - np.asarray(config.inherent, np.float64), config.box)
+    ours = float(np.mean(kob_andersen.per_particle_energy(result.positions, config.types, config.box)))
+    shipped = float(np.mean(kob_andersen.per_particle_energy(config.inherent, config.types, config.box)))
+    shift = wrap(result.positions - np.asarray(config.inherent, np.float64), config.box)
     return {
         "file": pathlib.Path(path).name,
         "seconds": round(seconds, 2),

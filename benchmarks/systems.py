@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eignn_jax import dataset, minimise
-from eignn_jax.neighbours import minimum_image
+from eignn_jax import dataset
+from eignn_jax.physics import minimise
+from eignn_jax.physics.periodic import wrap
 
 
 def lattice_start(n_side: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,9 +113,9 @@ def ka_configuration(n_side: int, seed: int = 0, md_steps: int = 2000) -> datase
     inherent = minimise.inherent_structure(positions, types, box).positions
     # Stored as in GlassBench files: positions in the centred box [−L/2, L/2), each
     # equilibrium position in the periodic image nearest its initial one.
-    wrapped = minimum_image(positions, box)
+    wrapped = wrap(positions, box)
     return dataset.Configuration(path="", types=types, positions=wrapped, box=box,
-                                 inherent=wrapped + minimum_image(inherent - positions, box))
+                                 inherent=wrapped + wrap(inherent - positions, box))
 
 
 def replicate(config: dataset.Configuration, k: int) -> dataset.Configuration:
@@ -137,7 +138,7 @@ def replicate(config: dataset.Configuration, k: int) -> dataset.Configuration:
     def tile_equilibrium(x):
         if x is None:
             return None
-        return tile(positions + minimum_image(np.asarray(x, np.float64) - positions, box))
+        return tile(positions + wrap(np.asarray(x, np.float64) - positions, box))
 
     return dataclasses.replace(
         config, types=np.tile(config.types, k ** 3), positions=tile(positions),

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from eignn_jax import cage
-from eignn_jax.neighbours import minimum_image, neighbour_pairs
-from eignn_jax.potential import KA_CUTOFF_FACTOR, KA_EPSILON, KA_SIGMA, per_particle_energy
+from eignn_jax.physics import cage
+from eignn_jax.physics.kob_andersen import CUTOFF_FACTOR, EPSILON, SIGMA, per_particle_energy
+from eignn_jax.physics.neighbours import NeighbourListOverflow, neighbour_pairs
+from eignn_jax.physics.periodic import wrap
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ T = 0.64
 
 def nearest_generator(points, generators, box):
     """[M] index of the generator nearest to each point (periodic, brute force M × N)."""
-    d = minimum_image(points[:, None, :] - generators[None, :, :], box)
+    d = wrap(points[:, None, :] - generators[None, :, :], box)
     return np.argmin(np.sum(d * d, axis=-1), axis=1)
 
 
@@ -35,10 +36,10 @@ def outside_own_cage(sample, origin, box):
     The definition of the cage, evaluated exactly with a periodic k-d tree of the
     initial positions (independent of the module's Delaunay half-spaces).
     """
-    wrap = lambda x: x - box * np.floor(x / box)
-    tree = cKDTree(wrap(origin), boxsize=box)
-    distances, nearest = tree.query(wrap(sample), k=2)
-    own = np.linalg.norm(minimum_image(sample - origin, box), axis=1)
+    into_box = lambda x: x - box * np.floor(x / box)
+    tree = cKDTree(into_box(origin), boxsize=box)
+    distances, nearest = tree.query(into_box(sample), k=2)
+    own = np.linalg.norm(wrap(sample - origin, box), axis=1)
     other = np.where(nearest[:, 0] == np.arange(len(sample)), distances[:, 1], distances[:, 0])
     return other <= own
 
@@ -55,19 +56,19 @@ def configurational_temperature(samples, types, box, h=0.05):
     """
     numerator = denominator = 0.0
     for x in samples:
-        centres, others, shifts = neighbour_pairs(x, box, KA_CUTOFF_FACTOR * KA_SIGMA.max())
+        centres, others, shifts = neighbour_pairs(x, box, CUTOFF_FACTOR * SIGMA.max())
         v = x[others] - x[centres] + shifts * box
         r = np.linalg.norm(v, axis=1)
         a, b = types[centres] - 1, types[others] - 1
-        sigma, epsilon = KA_SIGMA[a, b], KA_EPSILON[a, b]
-        cutoff = KA_CUTOFF_FACTOR * sigma
+        sigma, epsilon = SIGMA[a, b], EPSILON[a, b]
+        cutoff = CUTOFF_FACTOR * sigma
         inside = r < cutoff
         s6 = (sigma / r) ** 6
         du = np.where(inside, 4 * epsilon * (-12 * s6**2 + 6 * s6) / r, 0.0)
         d2u = np.where(inside, 4 * epsilon * (156 * s6**2 - 42 * s6) / r**2, 0.0)
         gradient = np.zeros_like(x)
         np.add.at(gradient, centres, -(du / r)[:, None] * v)
-        c6 = KA_CUTOFF_FACTOR**-6
+        c6 = CUTOFF_FACTOR**-6
         du_cut = 4 * epsilon * (-12 * c6**2 + 6 * c6) / cutoff
         shell = (r >= cutoff - h) & (r < cutoff)
         numerator += np.sum(gradient**2)
@@ -146,7 +147,7 @@ def test_checkerboard_cells_of_one_colour_never_interact(side):
     grid = cage._grid(box)
     counts = np.array(grid.counts)
     assert np.all(counts % 3 == 0)
-    r_max = KA_CUTOFF_FACTOR * KA_SIGMA.max()
+    r_max = CUTOFF_FACTOR * SIGMA.max()
     cell = box / counts
     assert np.all(cell >= r_max / 2)
     for cells in grid.active:
@@ -202,7 +203,7 @@ def test_configurational_temperature_tracks_the_sampler_temperature(hot_runs, re
 
 
 def test_sample_energies_match_the_potential_module(hot_runs, free_run, real):
-    """Recorded energies (every 10th sample) equal potential.per_particle_energy."""
+    """Recorded energies (every 10th sample) equal kob_andersen.per_particle_energy."""
     _, types, box = real
     for run in (hot_runs[True], free_run):
         every = run.trajectory.shape[0] // run.sample_energies.shape[0]
@@ -240,7 +241,7 @@ def test_cage_check_flags_a_particle_past_the_midpoint(real):
     bisector towards its nearest neighbour's initial position, and only that one."""
     origin, _, box = real
     sample = origin.copy()
-    towards = minimum_image(origin - origin[0], box)
+    towards = wrap(origin - origin[0], box)
     towards[0] = np.inf
     j = int(np.argmin(np.sum(towards**2, axis=1)))
     sample[0] = origin[0] + 0.55 * towards[j]
@@ -336,14 +337,14 @@ def test_neighbour_list_overflow_is_detected(real):
     """A list with too few slots is never truncated: packing raises, the sampler reallocates."""
     positions, types, box = real
     u = np.zeros((1, len(positions), 3))
-    with pytest.raises(OverflowError):
+    with pytest.raises(NeighbourListOverflow):
         cage._verlet_neighbours(positions, u, types, box, 0.8, 50)
     neighbours = cage._verlet_neighbours(positions, u, types, box, 0.8, 200)
     counts = np.asarray(neighbours.cutoff2 > 0).sum(axis=1)
     # Every pair within 2.5 σ_ab + skin is there, each once.
-    centres, others, _ = neighbour_pairs(positions, box, KA_CUTOFF_FACTOR * KA_SIGMA.max() + 0.8)
-    vectors = minimum_image(positions[others] - positions[centres], box)
-    reach = KA_CUTOFF_FACTOR * KA_SIGMA[types[centres] - 1, types[others] - 1] + 0.8
+    centres, others, _ = neighbour_pairs(positions, box, CUTOFF_FACTOR * SIGMA.max() + 0.8)
+    vectors = wrap(positions[others] - positions[centres], box)
+    reach = CUTOFF_FACTOR * SIGMA[types[centres] - 1, types[others] - 1] + 0.8
     expected = np.bincount(centres[np.linalg.norm(vectors, axis=1) < reach], minlength=len(positions))
     np.testing.assert_array_equal(counts, expected)
 

@@ -5,8 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eignn_jax import dataset, minimise, potential
-from eignn_jax.neighbours import minimum_image
+from eignn_jax import dataset
+from eignn_jax.physics import fire, kob_andersen, lbfgs, minimise, neighbours
+from eignn_jax.physics.minimise import KA_FORCE_FIELD
+from eignn_jax.physics.periodic import wrap
 from tests.conftest import DEV_SET_FILE
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
@@ -34,15 +36,15 @@ def jittered_lattice(seed, n_side=6, density=1.2, jitter=0.1):
 
 
 def brute_force(positions, types, box):
-    """Total energy (ε) and forces [N, 3] (ε/σ) in float64 from all minimum-image pairs."""
+    """Total energy (ε) and forces [N, 3] (ε/σ) in float64 from all minimum-image model."""
     positions = np.asarray(positions, np.float64)
-    vectors = minimum_image(positions[None, :, :] - positions[:, None, :], box)  # [i, j] = x_j - x_i
+    vectors = wrap(positions[None, :, :] - positions[:, None, :], box)  # [i, j] = x_j - x_i
     r = np.linalg.norm(vectors, axis=-1)
     np.fill_diagonal(r, np.inf)
     ti, tj = types[:, None] - 1, types[None, :] - 1
-    sigma, epsilon = potential.KA_SIGMA[ti, tj], potential.KA_EPSILON[ti, tj]
+    sigma, epsilon = kob_andersen.SIGMA[ti, tj], kob_andersen.EPSILON[ti, tj]
     inside = r < 2.5 * sigma
-    energy = 0.5 * np.sum(potential.pair_energy(np.where(inside, r, 10.0),
+    energy = 0.5 * np.sum(kob_andersen.pair_energy(np.where(inside, r, 10.0),
                                                 np.broadcast_to(types[:, None], r.shape),
                                                 np.broadcast_to(types[None, :], r.shape)))
     # dV/dr = -24 ε (2 (σ/r)^12 - (σ/r)^6) / r; the force on i is (dV/dr) r̂_ij.
@@ -66,11 +68,11 @@ def test_forces_are_minus_gradient_and_match_brute_force():
     assert max_force(reference_forces) > 10.0  # far from a minimum: a demanding comparison
 
     with jax.enable_x64(True):
-        pairs = minimise.build_neighbour_list(positions, types, box, skin=0.3, capacity=20_000,
+        model = minimise.ka_model(positions, types, box, skin=0.3, capacity=20_000,
                                               dtype=jnp.float64)
         x = jnp.asarray(positions, jnp.float64)
-        energy, forces = jax.jit(minimise.ka_energy_and_forces)(x, types, box, pairs)
-        gradient = jax.grad(lambda y: minimise.ka_energy_and_forces(y, types, box, pairs)[0])(x)
+        energy, forces = jax.jit(KA_FORCE_FIELD.energy_and_forces)(x, model)
+        gradient = jax.grad(lambda y: KA_FORCE_FIELD.energy_and_forces(y, model)[0])(x)
         assert energy.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(forces), -np.asarray(gradient), rtol=0, atol=1e-9)
         np.testing.assert_allclose(float(energy), reference_energy, rtol=1e-12)
@@ -79,9 +81,8 @@ def test_forces_are_minus_gradient_and_match_brute_force():
     # Float32 (the first phase of inherent_structure) agrees to float32 round-off:
     # coordinates up to ~3 L carry ~2e-6 σ absolute error, which the steep
     # repulsion at the closest contacts amplifies to a few 1e-5 relative.
-    pairs32 = minimise.build_neighbour_list(positions, types, box, skin=0.3, capacity=20_000)
-    energy32, forces32 = minimise.ka_energy_and_forces(jnp.asarray(positions, jnp.float32),
-                                                       types, box, pairs32)
+    model32 = minimise.ka_model(positions, types, box, skin=0.3, capacity=20_000)
+    energy32, forces32 = KA_FORCE_FIELD.energy_and_forces(jnp.asarray(positions, jnp.float32), model32)
     assert forces32.dtype == jnp.float32
     np.testing.assert_allclose(float(energy32), reference_energy, rtol=1e-5)
     scale = np.max(np.abs(reference_forces))
@@ -99,16 +100,15 @@ def test_overdamped_fire_is_steepest_descent_and_lowers_the_energy_every_step():
     # With dt² times the largest curvature below 2, every step lowers the energy.
     config = minimise.FireConfig(dt_start=dt, dt_max=dt, f_inc=1.0, alpha_start=1.0, f_alpha=1.0)
     with jax.enable_x64(True):
-        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000,
+        model = minimise.ka_model(positions, types, box, config.skin, 20_000,
                                               dtype=jnp.float64)
-        parameters = minimise.fire_parameters(config, jnp.float64)
-        box64 = jnp.asarray(box, jnp.float64)
-        state = minimise.init_fire_state(jnp.asarray(positions), types, box64, pairs, config)
-        energy = lambda s: float(minimise.ka_energy_and_forces(s.positions, types, box64, pairs)[0])
+        parameters = fire.parameters(config, jnp.float64)
+        state = fire.init(jnp.asarray(positions), KA_FORCE_FIELD, model, config)
+        energy = lambda s: float(KA_FORCE_FIELD.energy_and_forces(s.positions, model)[0])
         energies = [energy(state)]
         for _ in range(60):
             before = state._replace(velocities=jnp.zeros_like(state.velocities))
-            state = minimise.fire_steps(before, types, box64, pairs, parameters,
+            state = fire.steps(before, KA_FORCE_FIELD, model, parameters,
                                         jnp.int32(int(before.iteration) + 1), jnp.float64(0.0))
             np.testing.assert_allclose(np.asarray(state.positions - before.positions),
                                        dt * dt * np.asarray(before.forces), rtol=1e-12, atol=1e-15)
@@ -116,9 +116,9 @@ def test_overdamped_fire_is_steepest_descent_and_lowers_the_energy_every_step():
             if bool(state.displaced):
                 # The first steps move the most crowded particles far: renew the
                 # list (and the forces) as inherent_structure would.
-                pairs = minimise.build_neighbour_list(np.asarray(state.positions), types, box,
+                model = minimise.ka_model(np.asarray(state.positions), types, box,
                                                       config.skin, 20_000, dtype=jnp.float64)
-                state = minimise.init_fire_state(state.positions, types, box64, pairs, config)
+                state = fire.init(state.positions, KA_FORCE_FIELD, model, config)
             energies.append(energy(state))
     steps = np.diff(energies)
     assert np.all(steps < 0), f"energy rose at steps {np.flatnonzero(steps >= 0)}"
@@ -153,23 +153,22 @@ def test_non_convergence_raises_with_the_force_reached(config, message):
         minimise.inherent_structure(positions, types, box, config)
 
 
-def test_needs_rebuild_at_half_the_skin():
+def test_list_covers_until_half_the_skin():
     positions, types, box = jittered_lattice(seed=6)
     skin = 0.2
-    pairs = minimise.build_neighbour_list(positions, types, box, skin, 20_000)
-    for distance, expected in ((0.49 * skin, False), (0.51 * skin, True)):
+    model = minimise.ka_model(positions, types, box, skin, 20_000)
+    for distance, expected in ((0.49 * skin, True), (0.51 * skin, False)):
         moved = positions.copy()
         moved[17] += distance * np.array([0.6, 0.0, 0.8])
-        assert bool(minimise.needs_rebuild(pairs, jnp.asarray(moved, jnp.float32), skin)) is expected
+        assert bool(neighbours.covers(jnp.asarray(moved, jnp.float32), model.pairs)) is expected
 
 
 def test_fire_steps_stop_when_a_particle_leaves_half_the_skin():
     positions, types, box = jittered_lattice(seed=7)
     config = minimise.FireConfig(skin=0.2)
-    pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000)
-    box32 = jnp.asarray(box, jnp.float32)
-    state = minimise.init_fire_state(jnp.asarray(positions, jnp.float32), types, box32, pairs, config)
-    state = minimise.fire_steps(state, types, box32, pairs, minimise.fire_parameters(config),
+    model = minimise.ka_model(positions, types, box, config.skin, 20_000)
+    state = fire.init(jnp.asarray(positions, jnp.float32), KA_FORCE_FIELD, model, config)
+    state = fire.steps(state, KA_FORCE_FIELD, model, fire.parameters(config),
                                 jnp.int32(10_000), jnp.float32(0.0))
     assert bool(state.displaced)
     assert int(state.iteration) < 10_000
@@ -182,7 +181,7 @@ def test_minimisation_rebuilds_the_list_and_stays_exact():
     skin = 0.05
     result = minimise.inherent_structure(positions, types, box, minimise.FireConfig(skin=skin))
     # Particles travel several half-skins, so the list had to be rebuilt; forces
-    # from a stale list would miss pairs and the independent check would fail.
+    # from a stale list would miss model and the independent check would fail.
     assert np.max(np.linalg.norm(result.positions - positions, axis=1)) > skin
     assert result.neighbour_rebuilds >= 2
     _, forces = brute_force(result.positions, types, box)
@@ -191,17 +190,17 @@ def test_minimisation_rebuilds_the_list_and_stays_exact():
 
 def test_overflow_is_detected_and_capacity_grown():
     positions, types, box = jittered_lattice(seed=9)
-    with pytest.raises(minimise.NeighbourListOverflow) as overflow:
-        minimise.build_neighbour_list(positions, types, box, 0.3, capacity=100)
+    with pytest.raises(neighbours.NeighbourListOverflow) as overflow:
+        minimise.ka_model(positions, types, box, 0.3, capacity=100)
     n_pairs = overflow.value.n_pairs
     assert n_pairs > 100
 
     # Padding slots contribute nothing: a roomier list gives the same energy and forces.
     x = jnp.asarray(positions, jnp.float32)
-    exact = minimise.build_neighbour_list(positions, types, box, 0.3, capacity=n_pairs)
-    roomy = minimise.build_neighbour_list(positions, types, box, 0.3, capacity=2 * n_pairs)
-    np.testing.assert_allclose(minimise.ka_energy_and_forces(x, types, box, exact)[1],
-                               minimise.ka_energy_and_forces(x, types, box, roomy)[1], atol=1e-4)
+    exact = minimise.ka_model(positions, types, box, 0.3, capacity=n_pairs)
+    roomy = minimise.ka_model(positions, types, box, 0.3, capacity=2 * n_pairs)
+    np.testing.assert_allclose(KA_FORCE_FIELD.energy_and_forces(x, exact)[1],
+                               KA_FORCE_FIELD.energy_and_forces(x, roomy)[1], atol=1e-4)
 
     result = minimise.inherent_structure(positions, types, box,
                                          minimise.FireConfig(initial_capacity=100))
@@ -218,8 +217,8 @@ def test_real_configuration_reaches_the_shipped_inherent_structure(method):
 
     _, forces = brute_force(result.positions, config.types, config.box)
     assert max_force(forces) < 1e-4
-    ours = float(np.mean(potential.per_particle_energy(result.positions, config.types, config.box)))
-    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
+    ours = float(np.mean(kob_andersen.per_particle_energy(result.positions, config.types, config.box)))
+    shipped = float(np.mean(kob_andersen.per_particle_energy(config.inherent, config.types, config.box)))
     np.testing.assert_allclose(result.energy_per_particle, ours, rtol=1e-10)
     assert abs(ours - shipped) < 1e-3
     assert -7.65 < ours < -7.5
@@ -236,7 +235,7 @@ def test_lbfgs_direction_is_the_bfgs_inverse_hessian_applied_to_minus_the_gradie
     # H₀ = (s·y / y·y) I from the newest pair, then H ← Vᵀ H V + ρ s sᵀ with
     # V = I − ρ y sᵀ, ρ = 1 / (s·y), oldest pair first.
     rng = np.random.default_rng(10)
-    n, memory, stored, next_slot = 4, 5, 4, 2   # pairs in slots 3, 4, 0, 1 (oldest → newest)
+    n, memory, stored, next_slot = 4, 5, 4, 2   # model in slots 3, 4, 0, 1 (oldest → newest)
     with jax.enable_x64(True):
         hessian = rng.normal(size=(3 * n, 3 * n))
         hessian = hessian @ hessian.T + 3 * n * np.eye(3 * n)
@@ -256,12 +255,12 @@ def test_lbfgs_direction_is_the_bfgs_inverse_hessian_applied_to_minus_the_gradie
             h = v.T @ h @ v + rho * np.outer(s, s)
         expected = (h @ forces.ravel()).reshape(n, 3)   # −H g with g = −F
 
-        direction = minimise._lbfgs_direction(
+        direction = lbfgs._direction(
             jnp.asarray(forces), jnp.asarray(s_history), jnp.asarray(y_history), jnp.asarray(sy),
             jnp.int32(stored), jnp.int32(next_slot))
         np.testing.assert_allclose(np.asarray(direction), expected, rtol=1e-10, atol=1e-12)
         # With nothing stored the direction is the force itself.
-        empty = minimise._lbfgs_direction(jnp.asarray(forces), jnp.asarray(s_history),
+        empty = lbfgs._direction(jnp.asarray(forces), jnp.asarray(s_history),
                                           jnp.asarray(y_history), jnp.asarray(sy),
                                           jnp.int32(0), jnp.int32(next_slot))
         np.testing.assert_allclose(np.asarray(empty), forces, rtol=0, atol=0)
@@ -271,26 +270,24 @@ def test_lbfgs_lowers_the_energy_at_every_accepted_step():
     positions, types, box = jittered_lattice(seed=11)
     config = minimise.LbfgsConfig()
     with jax.enable_x64(True):
-        box64 = jnp.asarray(box, jnp.float64)
-        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 20_000,
+        model = minimise.ka_model(positions, types, box, config.skin, 20_000,
                                               dtype=jnp.float64)
-        parameters = minimise.lbfgs_parameters(config, jnp.float64)
-        state = minimise.init_lbfgs_state(jnp.asarray(positions), types, box64, pairs, config)
+        parameters = lbfgs.parameters(config, jnp.float64)
+        state = lbfgs.init(jnp.asarray(positions), KA_FORCE_FIELD, model, config)
         start_forces = np.asarray(state.forces)
         energies = [brute_force(positions, types, box)[0]]
         steps = []
         while int(state.iteration) < 80:
             before = state
-            state = minimise.lbfgs_steps(state, types, box64, pairs, parameters,
+            state = lbfgs.steps(state, KA_FORCE_FIELD, model, parameters,
                                          jnp.int32(int(state.iteration) + 1), jnp.float64(0.0))
             assert not bool(state.failed)
             if bool(state.displaced):
                 # Rebuild around the point the line search evaluates next, as
                 # inherent_structure does, and go on.
-                pairs = minimise.build_neighbour_list(np.asarray(state.trial_positions), types, box,
+                model = minimise.ka_model(np.asarray(state.trial_positions), types, box,
                                                       config.skin, 20_000, dtype=jnp.float64)
-                state = state._replace(displaced=minimise.needs_rebuild(
-                    pairs, state.trial_positions, config.skin))
+                state = state._replace(displaced=~neighbours.covers(state.trial_positions, model.pairs))
                 continue
             assert int(state.iteration) == int(before.iteration) + 1
             # The energy the state carries is the true one (a complete list was used) ...
@@ -323,9 +320,8 @@ def test_lbfgs_rejects_a_trial_that_passes_the_curvature_test_but_raises_the_ene
     positions = np.array([[3.0, 5.9, 5.0], [5.0, 5.0, 5.0]])
     config = minimise.LbfgsConfig()
     with jax.enable_x64(True):
-        box64 = jnp.asarray(box, jnp.float64)
-        pairs = minimise.build_neighbour_list(positions, types, box, config.skin, 4, dtype=jnp.float64)
-        state = minimise.init_lbfgs_state(jnp.asarray(positions), types, box64, pairs, config)
+        model = minimise.ka_model(positions, types, box, config.skin, 4, dtype=jnp.float64)
+        state = lbfgs.init(jnp.asarray(positions), KA_FORCE_FIELD, model, config)
         direction = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
         slope = -float(jnp.vdot(state.forces, direction))
         assert slope < 0.0
@@ -335,9 +331,9 @@ def test_lbfgs_rejects_a_trial_that_passes_the_curvature_test_but_raises_the_ene
         assert trial_energy > float(state.energy) + 5.0
         assert abs(np.vdot(trial_forces, np.asarray(direction))) < 1e-9
 
-        pairs = minimise.build_neighbour_list(trial, types, box, config.skin, 4, dtype=jnp.float64)
-        state = state._replace(displaced=minimise.needs_rebuild(pairs, state.trial_positions, config.skin))
-        after = minimise.lbfgs_steps(state, types, box64, pairs, minimise.lbfgs_parameters(config, jnp.float64),
+        model = minimise.ka_model(trial, types, box, config.skin, 4, dtype=jnp.float64)
+        state = state._replace(displaced=~neighbours.covers(state.trial_positions, model.pairs))
+        after = lbfgs.steps(state, KA_FORCE_FIELD, model, lbfgs.parameters(config, jnp.float64),
                                      jnp.int32(1), jnp.float64(0.0))
     # One evaluation (the next trial, at step 1, is outside the new list: the loop stops).
     assert int(after.evaluations) == 1
@@ -387,8 +383,8 @@ def test_lbfgs_and_fire_find_the_same_minimum_near_a_shipped_inherent_structure(
     lbfgs = minimise.inherent_structure(start, config.types, config.box, method="lbfgs")
     fire = minimise.inherent_structure(start, config.types, config.box, method="fire")
 
-    shift = minimum_image(lbfgs.positions - fire.positions, config.box)
+    shift = wrap(lbfgs.positions - fire.positions, config.box)
     assert np.mean(np.linalg.norm(shift, axis=1)) < 1e-3
     assert abs(lbfgs.energy_per_particle - fire.energy_per_particle) < 1e-6
-    shipped = float(np.mean(potential.per_particle_energy(config.inherent, config.types, config.box)))
+    shipped = float(np.mean(kob_andersen.per_particle_energy(config.inherent, config.types, config.box)))
     assert abs(lbfgs.energy_per_particle - shipped) < 1e-4

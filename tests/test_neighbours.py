@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from eignn_jax import neighbours as neighbours_module
-from eignn_jax.neighbours import SortedPairs, minimum_image, neighbour_pairs, padded_capacity, union_pairs
+from eignn_jax.physics import neighbours as neighbours_module
+from eignn_jax.physics.neighbours import SortedPairs, neighbour_pairs, padded_capacity, union_pairs
+from eignn_jax.physics.periodic import wrap
 
 
 def brute_force_pairs(positions, box, cutoff):
@@ -190,7 +191,7 @@ def test_minimum_image_range():
     box = np.array([3.0, 4.0, 5.0])
     vectors = rng.uniform(-20.0, 20.0, size=(1000, 3))
     vectors[:3] = 0.5 * box  # exactly on the boundary: must map to -L/2
-    wrapped = minimum_image(vectors, box)
+    wrapped = wrap(vectors, box)
     assert np.all(wrapped >= -0.5 * box) and np.all(wrapped < 0.5 * box)
     np.testing.assert_allclose(wrapped[:3], -0.5 * np.broadcast_to(box, (3, 3)))
     images = (wrapped - vectors) / box

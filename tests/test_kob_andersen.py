@@ -1,4 +1,4 @@
-"""Kob–Andersen potential: analytic properties, brute force and real data."""
+"""The Kob–Andersen mixture: analytic properties of the pair kernel, brute force and real data."""
 
 from pathlib import Path
 
@@ -7,13 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eignn_jax.potential import (
-    KA_CUTOFF_FACTOR,
-    KA_EPSILON,
-    KA_SIGMA,
-    pair_energy,
-    per_particle_energy,
-)
+from eignn_jax.physics.kob_andersen import CUTOFF_FACTOR, EPSILON, SIGMA, pair_energy, per_particle_energy
 
 # Real T = 0.64 configurations: one of the dev set (another pipeline) and one of ours.
 from tests.conftest import DEFAULT_DATA, DEV_SET_FILE  # noqa: E402
@@ -53,8 +47,8 @@ def brute_force_energies(positions, types, box):
             d -= box * np.round(d / box)
             r = float(np.sqrt(d @ d))
             a, b = types[i] - 1, types[j] - 1
-            eps, sig = KA_EPSILON[a, b], KA_SIGMA[a, b]
-            rc = KA_CUTOFF_FACTOR * sig
+            eps, sig = EPSILON[a, b], SIGMA[a, b]
+            rc = CUTOFF_FACTOR * sig
             if r < rc:
                 v = lj_unshifted(r, eps, sig) - lj_unshifted(rc, eps, sig)
                 energies[i] += 0.5 * v
@@ -64,8 +58,8 @@ def brute_force_energies(positions, types, box):
 
 @pytest.mark.parametrize("ti,tj", TYPE_PAIRS)
 def test_zero_and_continuous_at_cutoff(ti, tj):
-    sigma = KA_SIGMA[ti - 1, tj - 1]
-    rc = KA_CUTOFF_FACTOR * sigma
+    sigma = SIGMA[ti - 1, tj - 1]
+    rc = CUTOFF_FACTOR * sigma
     r = np.array([rc * (1 - 1e-9), rc, rc * (1 + 1e-9), 1.5 * rc, 10.0])
     v = pair_energy(r, np.full(5, ti), np.full(5, tj))
     assert v.dtype == np.float64
@@ -80,13 +74,13 @@ def test_zero_and_continuous_at_cutoff(ti, tj):
 
 @pytest.mark.parametrize("ti,tj", TYPE_PAIRS)
 def test_minimum_position_and_depth(ti, tj):
-    epsilon = KA_EPSILON[ti - 1, tj - 1]
-    sigma = KA_SIGMA[ti - 1, tj - 1]
+    epsilon = EPSILON[ti - 1, tj - 1]
+    sigma = SIGMA[ti - 1, tj - 1]
     r_min = 2.0 ** (1.0 / 6.0) * sigma
     r = np.linspace(0.95 * sigma, 2.0 * sigma, 200001)
     v = pair_energy(r, ti, tj)
     assert abs(r[np.argmin(v)] - r_min) < 1e-4 * sigma
-    shift = 4.0 * epsilon * (KA_CUTOFF_FACTOR**-12 - KA_CUTOFF_FACTOR**-6)
+    shift = 4.0 * epsilon * (CUTOFF_FACTOR**-12 - CUTOFF_FACTOR**-6)
     depth = pair_energy(np.array([r_min]), ti, tj)[0]
     np.testing.assert_allclose(depth, -epsilon - shift, rtol=1e-12)
     # The shift is small and positive: the well is slightly shallower than -ε.
@@ -100,7 +94,7 @@ def test_per_particle_energy_matches_brute_force():
     # N = 216: the smallest cubic lattice at density 1.2 whose box (5.65 σ)
     # exceeds twice the 2.5 σ cutoff, as the minimum-image convention requires.
     positions, types, box = jittered_lattice(rng, n_side=6)
-    assert np.all(box > 2 * KA_CUTOFF_FACTOR)
+    assert np.all(box > 2 * CUTOFF_FACTOR)
     got = per_particle_energy(positions, types, box)
     expected = brute_force_energies(positions, types, box)
     assert got.shape == (216,) and got.dtype == np.float64
@@ -162,8 +156,8 @@ def test_jit_matches_numpy():
     # Relative agreement measured against the size of the repulsive and
     # attractive terms: V is their difference, so where they cancel (V ≈ 0 near
     # σ and at the cutoff) float32 cannot do better than ~1e-7 of the terms.
-    epsilon = KA_EPSILON[types_i - 1, types_j - 1]
-    s6 = (KA_SIGMA[types_i - 1, types_j - 1] / r) ** 6
+    epsilon = EPSILON[types_i - 1, types_j - 1]
+    s6 = (SIGMA[types_i - 1, types_j - 1] / r) ** 6
     term_scale = 4.0 * epsilon * (s6 * s6 + s6)
     assert np.all(np.abs(got - expected) <= 1e-5 * term_scale)
     # Away from the cancellation the plain relative error is within 1e-5 too.
