@@ -53,6 +53,7 @@ def configuration_of_size(n: int):
 def measure(n: int, args) -> dict:
     import jax
     from eignn_jax import experiment, graph as graph_lib
+    from eignn_jax.feature_scales import fit_feature_scales
     from eignn_jax.model import EIGNN, ModelConfig, for_graph_size
 
     config = configuration_of_size(n)
@@ -64,7 +65,7 @@ def measure(n: int, args) -> dict:
         run = experiment.load_trained(args.workdir)
         model_config, params = run.config.model, run.params
     else:
-        model_config = ModelConfig(num_outputs=8, scales=graph_lib.fit_feature_scales([graph]))
+        model_config = ModelConfig(num_outputs=8, scales=fit_feature_scales([graph]))
         params = None
     model_config = for_graph_size(model_config, n_edges)
     chunk = model_config.edge_chunk

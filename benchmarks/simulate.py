@@ -49,12 +49,13 @@ import time
 
 import numpy as np
 
-from eignn_jax import dataset, simulate as sim
+from eignn_jax import dataset
+from eignn_jax.physics import md
 
 DEV_FILE = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data" / "N1000T0.64_1.npz"
 
 
-def raw_rate(task: sim.RunTask, integrator: str = "verlet", warmup: int = 200) -> float:
+def raw_rate(task: md.RunTask, integrator: str = "verlet", warmup: int = 200) -> float:
     """Steps per second of one ``integrator.step(steps[-1])`` call on a fresh one-thread context.
 
     integrator: "verlet" (the NVE runs) or "langevin" (the chain, ``LangevinMiddleIntegrator``
@@ -65,11 +66,11 @@ def raw_rate(task: sim.RunTask, integrator: str = "verlet", warmup: int = 200) -
     if integrator == "verlet":
         stepper = openmm.VerletIntegrator(task.dt)
     else:
-        stepper = openmm.LangevinMiddleIntegrator(sim.kelvin(task.temperature), 1.0, task.dt)
-    context = sim.make_context(sim.build_system(task.types, task.box), stepper, task.platform, task.threads)
+        stepper = openmm.LangevinMiddleIntegrator(md.kelvin(task.temperature), 1.0, task.dt)
+    context = md.make_context(md.build_system(task.types, task.box), stepper, task.platform, task.threads)
     context.setPositions(np.asarray(task.positions, np.float64))
     rng = np.random.default_rng(list(task.seed))
-    context.setVelocities(sim.maxwell_boltzmann(len(task.positions), task.temperature, rng))
+    context.setVelocities(md.maxwell_boltzmann(len(task.positions), task.temperature, rng))
     stepper.step(warmup)
     steps = int(task.steps[-1])
     started = time.perf_counter()
@@ -77,7 +78,7 @@ def raw_rate(task: sim.RunTask, integrator: str = "verlet", warmup: int = 200) -
     return steps / (time.perf_counter() - started)
 
 
-def threaded_rates(task: sim.RunTask, steps: int = 3000) -> tuple[float, float]:
+def threaded_rates(task: md.RunTask, steps: int = 3000) -> tuple[float, float]:
     """(steps/s of one context alone, total steps/s of two contexts stepped by two threads
     of this process at once): whether ``step()`` releases the GIL, as threaded Dask
     workers need."""
@@ -88,9 +89,9 @@ def threaded_rates(task: sim.RunTask, steps: int = 3000) -> tuple[float, float]:
     pairs = []
     for k in range(2):
         integrator = openmm.VerletIntegrator(task.dt)
-        context = sim.make_context(sim.build_system(task.types, task.box), integrator, task.platform, 1)
+        context = md.make_context(md.build_system(task.types, task.box), integrator, task.platform, 1)
         context.setPositions(np.asarray(task.positions, np.float64))
-        context.setVelocities(sim.maxwell_boltzmann(len(task.positions), task.temperature,
+        context.setVelocities(md.maxwell_boltzmann(len(task.positions), task.temperature,
                                                     np.random.default_rng([k])))
         integrator.step(100)
         pairs.append((context, integrator))
@@ -111,25 +112,25 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "runs", "pipeline", "threads"], default="all")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=8, help="R, NVE runs per configuration")
-    parser.add_argument("--times", default=",".join(f"{t:g}" for t in sim.DEFAULT_TIMES))
+    parser.add_argument("--times", default=",".join(f"{t:g}" for t in md.DEFAULT_TIMES))
     parser.add_argument("--repeats", type=int, default=2, help="configurations timed in part runs")
     parser.add_argument("--configs", type=int, default=3, help="pipeline: extra configurations timed")
     parser.add_argument("--spacing", type=float, default=10.0, help="pipeline: tau_alpha between configurations")
     args = parser.parse_args()
 
     config = dataset.load_configuration(DEV_FILE)
-    protocol = sim.Protocol(n=config.n_particles, runs=args.runs,
-                            times=tuple(float(t) for t in args.times.split(",")))
+    protocol = md.Protocol(n=config.n_particles, runs=args.runs,
+                           times=tuple(float(t) for t in args.times.split(",")))
     steps = tuple(int(s) for s in protocol.steps)
 
-    def task(index: int, run: int) -> sim.RunTask:
+    def task(index: int, run: int) -> md.RunTask:
         return protocol.run_task(config.positions, (0, index, run), types=config.types, box=config.box)
 
     header = {"n": protocol.n, "runs": protocol.runs, "steps_per_run": steps[-1], "workers": args.workers,
-              "engine": sim.engine_version()}
+              "engine": md.engine_version()}
     if args.part == "threads":
         alone, together = threaded_rates(task(0, 0))
-        print(json.dumps({"benchmark": "simulate.threads", "n": protocol.n, "engine": sim.engine_version(),
+        print(json.dumps({"benchmark": "simulate.threads", "n": protocol.n, "engine": md.engine_version(),
                           "one_thread_steps_per_s": round(alone), "two_threads_steps_per_s_total": round(together)}))
         return
     spawn = multiprocessing.get_context("spawn")
@@ -146,7 +147,7 @@ def main() -> None:
             walls, stepping = [], []
             for repeat in range(args.repeats + 1):          # the first builds each worker's engine
                 started = time.perf_counter()
-                results = list(pool.map(sim.iso_configurational_run,
+                results = list(pool.map(md.iso_configurational_run,
                                         [task(repeat + 1, run) for run in range(protocol.runs)]))
                 walls.append(time.perf_counter() - started)
                 stepping.append(sum(r.md_seconds for r in results) / args.workers)

@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks import profiling, systems
 from eignn_jax import dataset, graph as graph_lib, training
+from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
 
@@ -77,7 +78,7 @@ def main() -> None:
 
     model_config = ModelConfig(width=args.width, num_layers=args.layers, l_max=2,
                                num_outputs=graphs[0].nodes["targets"].shape[1],
-                               scales=graph_lib.fit_feature_scales(graphs))
+                               scales=fit_feature_scales(graphs))
     model = EIGNN(model_config)
     optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
     budget = graph_lib.padding_budget(graphs)

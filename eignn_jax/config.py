@@ -8,9 +8,9 @@ import math
 import typing
 from typing import Any
 
-from eignn_jax.graph import FeatureScales, GraphConfig
+from eignn_jax.feature_scales import FeatureScales
+from eignn_jax.graph import GraphConfig
 from eignn_jax.model import ModelConfig
-from eignn_jax.training import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,54 @@ class DataConfig:
         for name in ("n_train", "n_test", "n_validation", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (paper: Adam, lr 1e-3, 100 epochs, one graph per batch, step decay).
+
+    lr_decay_epochs: epochs after which the learning rate is multiplied by lr_decay_factor.
+    weight_decay: L2 penalty added to the gradient before Adam (as torch's Adam does).
+    data_parallel: split each batch of batch_size graphs over all devices (of all processes
+      after ``jax.distributed.initialize()``); batch_size must be divisible by the device
+      count. Same losses as one device, up to float rounding (``eignn_jax.parallel``).
+    """
+
+    epochs: int = 100
+    learning_rate: float = 1e-3
+    lr_decay_epochs: tuple[int, ...] = (50, 70, 90)
+    lr_decay_factor: float = 0.5
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    seed: int = 0
+    keep_checkpoints: int = 2
+    data_parallel: bool = False
+
+    def __post_init__(self):
+        """Raises ValueError naming the field for a value outside its range."""
+        # Written as `not (x > bound)` so that NaN fails too.
+        at_least_one = {"epochs": self.epochs, "batch_size": self.batch_size,
+                        "keep_checkpoints": self.keep_checkpoints}
+        for name, value in at_least_one.items():
+            if not value >= 1:
+                raise ValueError(f"{name} must be ≥ 1, got {value}")
+        for name in ("learning_rate", "lr_decay_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        # numpy's default_rng, which orders the epochs, refuses negative seeds.
+        if self.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        bad = [e for e in self.lr_decay_epochs if not e >= 1]
+        if bad:
+            raise ValueError(f"lr_decay_epochs must be epochs ≥ 1 (the rate decays after them), "
+                             f"got {list(self.lr_decay_epochs)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ a file raises :class:`DataError`, whose message names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import re
@@ -32,6 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from eignn_jax import files
+from eignn_jax.physics.neighbours import neighbour_pairs
 
 __all__ = [
     "DENSITY",
@@ -192,30 +194,20 @@ def find_overlap(
 ) -> tuple[int, int, float] | None:
     """First pair (i < j, distance σ) closer than ``min_distance`` under minimum image, or None.
 
-    positions: [N, 3] float, σ (any periodic image); box: [3] float, σ.
-    Cost is linear in N: a cell-list search (matscipy) instead of an N×N distance matrix.
+    positions: [N, 3] float, σ (any periodic image); box: [3] float, σ, every side longer
+    than 2 min_distance. "First" is in (i, j) order. Cost is linear in N (the periodic
+    k-d tree of :func:`eignn_jax.physics.neighbours.neighbour_pairs`).
     """
-    from matscipy.neighbours import neighbour_list  # heavy import, only needed here
-
+    positions = np.asarray(positions, dtype=np.float64)
     box = np.asarray(box, dtype=np.float64)
-    n = positions.shape[0]
-    if n < 2:
+    centres, others, shifts = neighbour_pairs(positions, box, min_distance)
+    # Edges come sorted by (centre, neighbour): the first with i < j is the first pair.
+    upper = np.flatnonzero(centres < others)
+    if upper.size == 0:
         return None
-    wrapped = np.mod(np.asarray(positions, dtype=np.float64), box)
-    # matscipy bins space into cells of the cutoff size, so searching with the
-    # tiny overlap distance itself would mean ~(L/1e-3)^3 cells and take seconds.
-    # Half the mean interparticle spacing keeps ~8 cells per particle and about
-    # half a neighbour per particle in a liquid; true overlaps are filtered below.
-    spacing = (float(np.prod(box)) / n) ** (1.0 / 3.0)
-    cutoff = max(2.0 * min_distance, 0.5 * spacing)
-    i, j, d = neighbour_list(
-        "ijd", positions=wrapped, cell=np.diag(box), pbc=[True, True, True], cutoff=cutoff
-    )
-    close = np.flatnonzero((d < min_distance) & (i < j))
-    if close.size == 0:
-        return None
-    first = close[np.lexsort((j[close], i[close]))[0]]
-    return int(i[first]), int(j[first]), float(d[first])
+    k = upper[0]
+    i, j = int(centres[k]), int(others[k])
+    return i, j, float(np.linalg.norm(positions[j] - positions[i] + shifts[k] * box))
 
 
 # ----------------------------------------------------------------------------
@@ -286,6 +278,10 @@ def _check_coordinates(path: str, key: str, coords: np.ndarray, n: int, box: np.
             f"particle {p} coordinate {axis} = {coords[p, axis]} lies more than one box "
             f"side ({box[axis]:g}) from the centre; {int(outside.any(axis=1).sum())} particle(s) affected",
         )
+    if n > 1 and np.any(box <= 2.0 * MIN_SEPARATION):
+        raise DataError(
+            path, _KEY_BOX, f"sides {box.tolist()} σ hold no liquid of {n} particles: box or "
+            f"coordinates in other units than σ?")
     overlap = find_overlap(coords, box)
     if overlap is not None:
         i, j, d = overlap
@@ -606,6 +602,41 @@ def list_configurations(folder: str | os.PathLike) -> list[pathlib.Path]:
     if not paths:
         raise DataError(folder, FOLDER_FIELD, "contains no .npz configuration files")
     return sorted(paths, key=_natural_key)
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
+    """Command-line inputs, ``.npz`` files and folders of them, → the files, in the order
+    given, each folder replaced by its :func:`list_configurations`.
+
+    Raises DataError for a folder that holds no npz file; a path that is not a folder is
+    taken as a file (loading it names any problem, a missing file included).
+    """
+    paths = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        paths += list_configurations(path) if path.is_dir() else [path]
+    return paths
+
+
+# Beside the files of a generated data set: every parameter that made them (experiments.simulate).
+META_NAME = "meta.json"
+
+
+def folder_meta(folder: str | os.PathLike) -> dict | None:
+    """The content of ``folder``'s :data:`META_NAME`, or None if it has none.
+
+    Raises DataError naming the file if it is not a JSON object.
+    """
+    path = pathlib.Path(folder) / META_NAME
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(path, FILE_FIELD, f"not valid JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise DataError(path, FILE_FIELD, f"expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def split_paths(

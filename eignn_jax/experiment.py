@@ -1,10 +1,14 @@
 """The end-to-end pipeline behind ``experiments.train`` and ``experiments.evaluate``.
 
 A run directory (``workdir``) holds:
-  checkpoints/     orbax checkpoints: train state + metadata (config, times, baseline fit, split)
+  checkpoints/     orbax checkpoints: train state + metadata (config, times, baseline fit, split,
+                   data provenance)
   graph_cache/     preprocessed graphs, reused by later runs and evaluations
+  config.json      the run's config (graph cutoffs, model, training)
+  data_provenance.json  how its data were made (:func:`data_provenance`)
   metrics.jsonl    one JSON line per epoch
   pcc.csv, pcc.png evaluation of the trained model and the |d| baseline
+  pcc_provenance.json   what that evaluation ran on
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ import jax
 import jraph
 import numpy as np
 
-from eignn_jax import architectures, checkpointing, dataset, files, graph as graph_lib, metrics, plotting, training
+from eignn_jax import (architectures, checkpointing, dataset, equilibrium, files, graph as graph_lib, metrics,
+                       plotting, training)
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
+from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import MODEL_REVISION, for_graph_size
 
 BASELINE_NAME = "|d| line"
+# Written beside a run's config.json, and beside each evaluation's pcc.csv.
+PROVENANCE_NAME = "data_provenance.json"
+EVALUATION_PROVENANCE_NAME = "pcc_provenance.json"
 
 
 def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
@@ -40,6 +49,41 @@ def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path
     except ValueError as error:
         raise ValueError(f"{root}: cannot split {len(paths)} files into {data.n_train} train "
                          f"and {n_test} test: {error}") from error
+
+
+def data_provenance(paths: Sequence[pathlib.Path | str]) -> dict:
+    """How the files at ``paths`` were made, per folder: ``{folder: {"meta": its meta.json
+    (how the data were generated) or None, "equilibrate": the entries of these files in its
+    equilibrate record (how their structures were computed, :func:`equilibrium.read_record`)
+    or None}}``.
+
+    Raises DataError naming a meta.json or record that cannot be read.
+    """
+    folders: dict[pathlib.Path, list[str]] = {}
+    for path in map(pathlib.Path, paths):
+        folders.setdefault(path.parent, []).append(path.name)
+    return {str(folder): {"meta": dataset.folder_meta(folder), "equilibrate": equilibrium.read_record(folder, names)}
+            for folder, names in folders.items()}
+
+
+def describe_provenance(provenance: dict | None) -> list[str]:
+    """One line per folder of a :func:`data_provenance` (None: not recorded), for logs."""
+    if provenance is None:
+        return ["data provenance not recorded (a run trained before it was, or an imported checkpoint)"]
+    lines = []
+    for folder, facts in provenance.items():
+        meta, record = facts["meta"], facts["equilibrate"]
+        generated = f"no {dataset.META_NAME}"
+        if meta:
+            generated = f"{dataset.META_NAME}: " + ", ".join(
+                f"{key} {meta[key]}" for key in ("T", "n", "seed", "engine") if key in meta)
+        computed = f"no {equilibrium.RECORD_NAME}"
+        if record:
+            methods = sorted({settings["method"] for settings in record["settings"].values()})
+            computed = (f"{equilibrium.RECORD_NAME}: structures of {len(record['files'])} file(s) "
+                        f"by {', '.join(methods)}")
+        lines.append(f"{folder}: {generated}; {computed}")
+    return lines
 
 
 def _graph_features(graphs) -> list[np.ndarray]:
@@ -99,7 +143,7 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
     test_graphs = graph_lib.load_graphs(test_files, config.graph, cache, progress=primary)
 
     model_config = dataclasses.replace(
-        config.model, num_outputs=len(times), scales=graph_lib.fit_feature_scales(train_graphs))
+        config.model, num_outputs=len(times), scales=fit_feature_scales(train_graphs))
     config = dataclasses.replace(config, model=model_config)
     slope, intercept = metrics.fit_linear_baseline(_graph_features(train_graphs), *_targets(train_graphs))
     masked_targets = np.concatenate([g.nodes["targets"][g.nodes["target_mask"]] for g in train_graphs])
@@ -114,6 +158,7 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
         "train_files": [str(p) for p in train_files],
         "validation_files": [str(p) for p in validation_files],
         "test_files": [str(p) for p in test_files],
+        "data_provenance": data_provenance(train_files + validation_files + test_files),
     }
     saved = checkpointing.CheckpointManager(workdir / "checkpoints", log=log).restore_metadata()
     if saved is not None:
@@ -123,6 +168,7 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
         raise ValueError(f"{workdir} holds a run with a different config; use another --workdir")
     if primary:
         files.atomic_write(workdir / "config.json", json.dumps(metadata["config"], indent=1))
+        files.atomic_write(workdir / PROVENANCE_NAME, json.dumps(metadata["data_provenance"], indent=1))
     training.train(config.model, config.train, train_graphs, test_graphs, workdir, metadata, log,
                    validation_graphs=validation_graphs)
 
@@ -199,13 +245,17 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     """Pcc(mean), Pcc(all) per time scale of the trained model and the |d| baseline.
 
     data: None → the run's own test split; else every file of that folder (transfer).
-    Writes ``pcc.csv`` and ``pcc.png`` to ``out_dir`` (default: the workdir, or
-    ``workdir/eval_<folder name>`` for another folder) and returns the rows.
+    Writes ``pcc.csv``, ``pcc.png`` and ``pcc_provenance.json`` (the run, its checkpoint's
+    epoch, the graph config, :func:`data_provenance` of the training and of the evaluated
+    files) to ``out_dir`` (default: the workdir, or ``workdir/eval_<folder name>`` for
+    another folder) and returns the rows.
     """
     workdir = pathlib.Path(workdir)
     run = load_trained(workdir)
     selected = "lowest validation loss" if "validation_loss" in run.metadata else "last epoch"
-    log(f"evaluating the checkpoint of epoch {run.metadata['epoch'] + 1} ({selected})")
+    log(f"evaluating the checkpoint of epoch {run.metadata['epoch'] + 1} ({selected}), trained on:")
+    for line in describe_provenance(run.metadata.get("data_provenance")):
+        log(f"  {line}")
     if data is None:
         paths = [pathlib.Path(p) for p in run.metadata["test_files"]]
         out_dir = pathlib.Path(out_dir) if out_dir else workdir
@@ -241,10 +291,14 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         table = metrics.pcc_table(preds, *_targets(graphs))
         rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
-    with files.output_set(out_dir / "pcc.csv", out_dir / "pcc.png"):
+    provenance = {"run": str(workdir.resolve()), "epoch": run.metadata["epoch"] + 1,
+                  "graph": to_dict(run.config.graph), "trained_on": run.metadata.get("data_provenance"),
+                  "evaluated_on": data_provenance(paths)}
+    with files.output_set(out_dir / "pcc.csv", out_dir / "pcc.png", out_dir / EVALUATION_PROVENANCE_NAME):
         metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
         plotting.plot_pcc(rows, out_dir / "pcc.png",
                           title=f"{run.config.name} on {len(paths)} configurations")
+        files.atomic_write(out_dir / EVALUATION_PROVENANCE_NAME, json.dumps(provenance, indent=1))
     log(format_table(rows))
     log(f"wrote {out_dir / 'pcc.csv'} and {out_dir / 'pcc.png'}")
     return rows
@@ -319,7 +373,11 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     lacks them. For each input ``name.npz`` writes ``out_dir/name.npz`` (keys ``types``,
     ``initial_positions``, the equilibrium positions used, ``predicted_propensity`` [T, N]
     in σ, ``predicted_standardised`` [T, N], ``times``, ``box``, ``source``: the input's
-    path) and ``out_dir/name.xyz``
+    path, ``workdir``: the run's, ``graph_cutoff`` in σ, and as JSON text
+    ``equilibrium_computed``: how the structures computed here went, and
+    ``equilibrium_settings``: kind → the parameters that made each structure used (from
+    :class:`equilibrium.EquilibriumReport`, or the record beside the input; null when
+    unknown)) and ``out_dir/name.xyz``
     (extended XYZ: species, positions, displacement to equilibrium, one column per time
     ``prop_0 … prop_{T−1}``; the times are listed in the header). Returns the npz paths.
 
@@ -331,8 +389,11 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     the statistics): then only ``predicted_standardised`` is written, and the XYZ columns
     are ``std_prop_0 …``.
     """
-    from eignn_jax import equilibrium, xyz
+    from eignn_jax import xyz
     run = load_trained(workdir)
+    log(f"model {pathlib.Path(workdir).resolve()}, trained on:")
+    for line in describe_provenance(run.metadata.get("data_provenance")):
+        log(f"  {line}")
     kind = run.config.graph.equilibrium
     # Structures the graph needs: the equilibrium one, and the inherent one for the energy.
     needed = [kind] + (["inherent"] if run.config.graph.energy_structure == "inherent" and kind != "inherent" else [])
@@ -349,17 +410,16 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
 
     def predict_one(path: pathlib.Path, target: pathlib.Path) -> None:
         config = dataset.load_configuration(path)
+        recorded = equilibrium.recorded_settings(path)
+        settings = {needed_kind: recorded.get(needed_kind) for needed_kind in needed}
         computed = {}
         for needed_kind in needed:
             if not equilibrium.has_equilibrium(config, needed_kind):
-                used_temperature = None
-                if needed_kind == "cage":
-                    used_temperature, source = equilibrium.temperature_of(path, temperature)
-                    log(f"{path.name}: cage state at T = {used_temperature} (from {source})")
-                positions, summary = equilibrium.compute(config, needed_kind, temperature=used_temperature)
-                config = equilibrium.with_equilibrium(config, needed_kind, positions)
-                computed[needed_kind] = summary
-                log(f"{path.name}: computed the {needed_kind} structure {json.dumps(summary)}")
+                config, report = equilibrium.add_structure(config, needed_kind, path, temperature=temperature,
+                                                           log=log)
+                settings[needed_kind] = report.settings
+                computed[needed_kind] = report.summary
+                log(f"{path.name}: computed the {needed_kind} structure {json.dumps(report.summary)}")
         log(f"{path.name}: N = {config.n_particles}, box {' × '.join(f'{b:.4f}' for b in config.box)} σ, "
             f"graph cutoff {run.config.graph.cutoff} σ")
         g = graph_lib.build_graph(config, run.config.graph)
@@ -380,8 +440,10 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
                   PREDICTION_KEY: standardised.T.astype(np.float32),
                   "times": times.astype(np.float64), "box": np.asarray(config.box),
                   "graph_cutoff": np.float64(run.config.graph.cutoff),
+                  "workdir": np.asarray(str(pathlib.Path(workdir).resolve())),
                   # How the equilibrium structures used were made here (JSON; {} if read from the file).
-                  "equilibrium_computed": np.asarray(json.dumps(computed))}
+                  "equilibrium_computed": np.asarray(json.dumps(computed)),
+                  "equilibrium_settings": np.asarray(json.dumps(settings))}
         if scaled:
             propensity = (standardised * np.asarray(run.metadata["target_std"])
                           + np.asarray(run.metadata["target_mean"]))           # [N, T], σ

@@ -30,7 +30,8 @@ from typing import Sequence
 import jraph
 import numpy as np
 
-from eignn_jax import dataset, files, neighbours, potential
+from eignn_jax import dataset, files
+from eignn_jax.physics import kob_andersen, neighbours, periodic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +82,7 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
     box = np.asarray(config.box, np.float64)
     initial = np.asarray(config.positions, np.float64)
     equilibrium = np.asarray(config.equilibrium(kind), np.float64)
-    displacements = neighbours.minimum_image(equilibrium - initial, box)
+    displacements = periodic.wrap(equilibrium - initial, box)
     relaxed = initial + displacements
     median = float(np.median(np.linalg.norm(displacements, axis=-1)))
     if median > MAX_MEDIAN_DISPLACEMENT:
@@ -109,10 +110,10 @@ def _build(config, graph_config, box, initial, relaxed, displacements) -> jraph.
     energy_positions = {"equilibrium": relaxed, "initial": initial}.get(energy_structure)
     if energy_positions is None:
         energy_positions = np.asarray(config.equilibrium("inherent"), np.float64)
-    share = on_equilibrium and graph_config.cutoff <= potential.KA_MAX_CUTOFF
-    energy_pairs = neighbours.SortedPairs(energy_positions, box, potential.KA_MAX_CUTOFF,
+    share = on_equilibrium and graph_config.cutoff <= kob_andersen.MAX_CUTOFF
+    energy_pairs = neighbours.SortedPairs(energy_positions, box, kob_andersen.MAX_CUTOFF,
                                           inner=graph_config.cutoff if share else None)
-    energy = potential.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs,
+    energy = kob_andersen.per_particle_energy(energy_positions, config.types, box, pairs=energy_pairs,
                                            shifted=graph_config.energy_shifted)
     too_high = np.flatnonzero(energy > MAX_PARTICLE_ENERGY)
     if too_high.size:
@@ -302,29 +303,3 @@ def batches(graphs: Sequence[jraph.GraphsTuple], budget: PaddingBudget, batch_si
         chunk = [graphs[i] for i in order[start:start + batch_size]]
         yield pad_graph(jraph.batch_np(chunk) if len(chunk) > 1 else chunk[0], budget)
 
-
-# ----------------------------------------------------------------------------- statistics
-
-@dataclasses.dataclass(frozen=True)
-class FeatureScales:
-    """Shift and scale of the scalar node inputs, fitted on the training graphs.
-
-    Stored with the model so a trained network sees inputs scaled as in training.
-    """
-
-    energy_mean: float = 0.0
-    energy_std: float = 1.0
-    displacement_mean: float = 0.0
-    displacement_std: float = 1.0
-    # Sums over neighbours are divided by the mean in-degree, so 'sum' aggregation keeps
-    # O(1) activations (and sum, not mean, semantics: a node with more neighbours gets more).
-    average_degree: float = 1.0
-
-
-def fit_feature_scales(graphs: Sequence[jraph.GraphsTuple]) -> FeatureScales:
-    energy = np.concatenate([g.nodes["energy"] for g in graphs]).astype(np.float64)
-    norms = np.concatenate([np.linalg.norm(g.nodes["displacements"], axis=-1) for g in graphs])
-    return FeatureScales(
-        energy_mean=float(energy.mean()), energy_std=float(energy.std() + 1e-6),
-        displacement_mean=float(norms.mean()), displacement_std=float(norms.std() + 1e-6),
-        average_degree=float(sum(int(g.n_edge.sum()) for g in graphs) / sum(int(g.n_node.sum()) for g in graphs)))

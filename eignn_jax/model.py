@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from eignn_jax.graph import FeatureScales
+from eignn_jax.feature_scales import FeatureScales
 
 VARIANTS = ("full", "no_alpha0", "invariant")
 ARCHITECTURES = ("paper", "public")

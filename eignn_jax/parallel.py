@@ -3,11 +3,13 @@
 A global batch of B graphs is split into D shards of B/D graphs, one per device of a 1-D
 mesh with axis ``'data'``. Each shard is merged and padded to the same budget, and the
 shards are stacked along a new leading axis, so a batch is a GraphsTuple of [D, ...] arrays
-sharded as ``PartitionSpec('data')``; params and optimiser state are replicated. The step
-vmaps :func:`eignn_jax.training.loss_sum_and_count` over the shards and divides the summed
-per-graph losses by the number of graphs, which is the one-device loss of the same global
-batch (the loss is a mean over graphs, see :func:`eignn_jax.training.graph_losses`); XLA's
-SPMD partitioner turns the sums over the sharded axis into all-reduces.
+sharded as ``PartitionSpec('data')``; params and optimiser state are replicated
+(:func:`step_shardings`). The train step (:func:`eignn_jax.training.make_train_step` with a
+mesh) sums the per-graph losses and the graph counts over the shards
+(:func:`sum_over_shards`) and divides one by the other, which is the one-device loss of the
+same global batch (the loss is a mean over graphs, see
+:func:`eignn_jax.training.graph_losses`); XLA's SPMD partitioner turns the sums over the
+sharded axis into all-reduces.
 
 Every process builds and places only the shards of its own devices
 (:func:`place_batch`), so the same code runs on one host with several devices and on
@@ -17,6 +19,9 @@ Dropout: each shard draws its own mask (its key is the step key folded with the 
 index), so with ``decoder_dropout > 0`` the masks differ from a one-device run's; with
 dropout off (the default) losses and updates equal the one-device ones up to float
 rounding.
+
+This module knows meshes, shards and batches, not models or optimisers: training imports
+it, never the other way round.
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from eignn_jax import graph as graph_lib, training
-from eignn_jax.model import EIGNN
+from eignn_jax import graph as graph_lib
 
 AXIS = "data"
 
@@ -109,28 +112,19 @@ def sharded_batches(graphs: Sequence[jraph.GraphsTuple], budget: graph_lib.Paddi
                                               budget, graphs[0]), mesh)
 
 
-def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, mesh: Mesh,
-                    seed: int = 0) -> training.TracedFunction:
-    """(replicated state, sharded [D, ...] batch) → (new state, loss): the data-parallel
-    counterpart of :func:`eignn_jax.training.make_train_step`, with the same loss."""
+def step_shardings(mesh: Mesh) -> dict:
+    """``jax.jit`` keyword arguments of a step (state, batch) → (state, loss) on ``mesh``: the
+    state replicated, the batch split along its leading [D] shard axis, the loss replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec(AXIS))
+    return {"in_shardings": (replicated, data), "out_shardings": (replicated, replicated)}
 
-    def step(state: training.TrainState, batch: jraph.GraphsTuple):
-        dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-        n_shards = batch.n_node.shape[0]
-        shard_keys = jax.vmap(lambda k: jax.random.fold_in(dropout_key, k))(jnp.arange(n_shards))
 
-        def loss_fn(params):
-            totals, counts = jax.vmap(
-                lambda graph, key: training.loss_sum_and_count(model, params, graph, key))(batch, shard_keys)
-            return totals.sum() / jnp.maximum(counts.sum(), 1.0)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return training.TrainState(step=state.step + 1, params=params, opt_state=opt_state), loss
-
-    return training.TracedFunction(step, donate_argnums=(0,), in_shardings=(replicated, data),
-                                   out_shardings=(replicated, replicated))
-
+def sum_over_shards(shard_sums: Callable[[jraph.GraphsTuple, jax.Array], tuple[jax.Array, jax.Array]],
+                    batch: jraph.GraphsTuple, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(Σ totals, Σ counts) of ``shard_sums(shard, shard_key)`` over the D shards of a [D, ...]
+    ``batch``; shard k's key is ``key`` folded with k, so each shard draws its own dropout."""
+    n_shards = batch.n_node.shape[0]
+    shard_keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(n_shards))
+    totals, counts = jax.vmap(shard_sums)(batch, shard_keys)
+    return totals.sum(), counts.sum()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import pathlib
 import sys
@@ -17,56 +16,9 @@ import jraph
 import numpy as np
 import optax
 
-from eignn_jax import checkpointing, files, graph as graph_lib, metrics
+from eignn_jax import checkpointing, files, graph as graph_lib, metrics, parallel
+from eignn_jax.config import TrainConfig
 from eignn_jax.model import EIGNN, ModelConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (paper: Adam, lr 1e-3, 100 epochs, one graph per batch, step decay).
-
-    lr_decay_epochs: epochs after which the learning rate is multiplied by lr_decay_factor.
-    weight_decay: L2 penalty added to the gradient before Adam (as torch's Adam does).
-    data_parallel: split each batch of batch_size graphs over all devices (of all processes
-      after ``jax.distributed.initialize()``); batch_size must be divisible by the device
-      count. Same losses as one device, up to float rounding (``eignn_jax.parallel``).
-    """
-
-    epochs: int = 100
-    learning_rate: float = 1e-3
-    lr_decay_epochs: tuple[int, ...] = (50, 70, 90)
-    lr_decay_factor: float = 0.5
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    weight_decay: float = 0.0
-    batch_size: int = 1
-    seed: int = 0
-    keep_checkpoints: int = 2
-    data_parallel: bool = False
-
-    def __post_init__(self):
-        """Raises ValueError naming the field for a value outside its range."""
-        # Written as `not (x > bound)` so that NaN fails too.
-        at_least_one = {"epochs": self.epochs, "batch_size": self.batch_size,
-                        "keep_checkpoints": self.keep_checkpoints}
-        for name, value in at_least_one.items():
-            if not value >= 1:
-                raise ValueError(f"{name} must be ≥ 1, got {value}")
-        for name in ("learning_rate", "lr_decay_factor"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("adam_b1", "adam_b2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
-        # numpy's default_rng, which orders the epochs, refuses negative seeds.
-        if self.seed < 0:
-            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
-        bad = [e for e in self.lr_decay_epochs if not e >= 1]
-        if bad:
-            raise ValueError(f"lr_decay_epochs must be epochs ≥ 1 (the rate decays after them), "
-                             f"got {list(self.lr_decay_epochs)}")
 
 
 @flax.struct.dataclass
@@ -167,18 +119,29 @@ class TracedFunction:
         return self._jitted.lower(*args)
 
 
-def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0) -> TracedFunction:
+def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0,
+                    mesh: jax.sharding.Mesh | None = None) -> TracedFunction:
     """(state, padded graph) → (new state, loss); one compilation per padding budget.
 
+    mesh: None trains on one device. A data mesh (:func:`eignn_jax.parallel.data_mesh`)
+      trains data-parallel: the state is replicated over it (``parallel.replicate``) and a
+      batch is a [D, ...] stack of shards sharded over it (``parallel.sharded_batches``);
+      the loss is that of the same global batch on one device.
     Dropout keys are derived from ``seed`` and the step number, so a resumed run draws
     the same masks as an uninterrupted one.
     """
+
+    def batch_sums(params, graph: jraph.GraphsTuple, dropout_key: jax.Array):
+        if mesh is None:
+            return loss_sum_and_count(model, params, graph, dropout_key)
+        return parallel.sum_over_shards(lambda shard, key: loss_sum_and_count(model, params, shard, key),
+                                        graph, dropout_key)
 
     def step(state: TrainState, graph: jraph.GraphsTuple):
         dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
 
         def loss_fn(params):
-            total, count = loss_sum_and_count(model, params, graph, dropout_key)
+            total, count = batch_sums(params, graph, dropout_key)
             return total / jnp.maximum(count, 1.0)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -186,7 +149,8 @@ def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed:
         params = optax.apply_updates(state.params, updates)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), loss
 
-    return TracedFunction(step, donate_argnums=(0,))
+    shardings = {} if mesh is None else parallel.step_shardings(mesh)
+    return TracedFunction(step, donate_argnums=(0,), **shardings)
 
 
 def make_predict_step(model: EIGNN) -> TracedFunction:
@@ -263,7 +227,6 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     model = EIGNN(model_config)
     mesh, shard_size = None, train_config.batch_size
     if train_config.data_parallel:
-        from eignn_jax import parallel
         mesh = parallel.data_mesh()
         shard_size = parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
     # Several processes (jax.distributed) all train and checkpoint; only the first writes logs.
@@ -296,10 +259,7 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
-    if mesh is None:
-        train_step = make_train_step(model, optimizer, train_config.seed)
-    else:
-        train_step = parallel.make_train_step(model, optimizer, mesh, train_config.seed)
+    train_step = make_train_step(model, optimizer, train_config.seed, mesh)
     predict_step = make_predict_step(model)
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]

@@ -11,25 +11,17 @@ The completed files go to --out (inputs untouched), or with --in-place replace t
 Files that already hold the structure are skipped (--force recomputes). Each file is
 written atomically, so a run killed at any moment leaves every file whole; running again
 finishes the rest.
+
+Beside the files it writes, ``equilibrate.json`` records for each file the input it came
+from and, for each structure, the method, every field of the minimiser's or the cage
+sampler's configuration and where the temperature came from (structures the input
+already held keep what the record beside the input said of them).
 """
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
-import time
-
-import numpy as np
-
-
-def expand(inputs: list[str]) -> list[pathlib.Path]:
-    from eignn_jax import dataset
-    paths = []
-    for item in inputs:
-        path = pathlib.Path(item)
-        paths += dataset.list_configurations(path) if path.is_dir() else [path]
-    return paths
 
 
 def output_paths(paths: list[pathlib.Path], out: pathlib.Path | None) -> list[pathlib.Path]:
@@ -66,36 +58,38 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from eignn_jax import dataset, equilibrium, files
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     kinds = equilibrium.KINDS if args.kind == "both" else (args.kind,)
     try:
-        paths = expand(args.inputs)
+        paths = dataset.expand_inputs(args.inputs)
         targets = output_paths(paths, args.out)
         # A folder that cannot be written is found before minimising.
         for folder in sorted({target.parent for target in targets}):
             files.writable_directory(folder)
         for k, (path, target) in enumerate(zip(paths, targets)):
             # Resuming into --out: continue from what an earlier run completed there.
-            config = dataset.load_configuration(target if target.exists() else path)
+            loaded = target if target.exists() else path
+            config = dataset.load_configuration(loaded)
             todo = [kind for kind in kinds if args.force or not equilibrium.has_equilibrium(config, kind)]
             if not todo:
-                print(f"[{k + 1}/{len(paths)}] {path.name}: already done", flush=True)
+                say(f"[{k + 1}/{len(paths)}] {path.name}: already done")
                 continue
+            # The structures the file already holds keep what is known of how they were made.
+            settings = {kind: recorded for kind, recorded in equilibrium.recorded_settings(loaded).items()
+                        if equilibrium.has_equilibrium(config, kind)}
             summaries = {}
             for kind in todo:
-                started = time.perf_counter()
-                temperature = None
-                if kind == "cage":
-                    temperature, source = equilibrium.temperature_of(path, args.temperature)
-                    print(f"{path.name}: cage state at T = {temperature} (from {source})", flush=True)
-                positions, summary = equilibrium.compute(config, kind, temperature=temperature, seed=args.seed)
-                config = equilibrium.with_equilibrium(config, kind, positions)
-                if kind == "cage":   # stored with the structure it made
-                    config = dataclasses.replace(
-                        config, extras={**config.extras, "cage_temperature": np.float64(temperature)})
-                summaries[kind] = {**summary, "seconds": round(time.perf_counter() - started, 2)}
+                config, report = equilibrium.add_structure(config, kind, path, temperature=args.temperature,
+                                                           seed=args.seed, log=say)
+                settings[kind] = report.settings
+                summaries[kind] = {**report.summary, "seconds": report.seconds}
+            equilibrium.record_structures(target, path, settings)
             dataset.write_configuration(target, config)
             # Reported only once written: a line on screen means the file is done.
-            print(f"[{k + 1}/{len(paths)}] {path.name}: {json.dumps(summaries)}", flush=True)
+            say(f"[{k + 1}/{len(paths)}] {path.name}: {json.dumps(summaries)}")
     except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         sys.exit(f"error: {error}")
 

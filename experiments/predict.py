@@ -21,9 +21,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from eignn_jax import dataset, experiment
-    from experiments.equilibrate import expand
     try:
-        experiment.predict_files(args.workdir, expand(args.inputs), args.out, temperature=args.temperature)
+        experiment.predict_files(args.workdir, dataset.expand_inputs(args.inputs), args.out,
+                                 temperature=args.temperature)
     except (dataset.DataError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
         sys.exit(f"error: {error}")
 

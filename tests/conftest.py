@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from eignn_jax import dataset, graph as graph_lib
+from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import EIGNN, ModelConfig
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1] / "eignn_jax" / "default_data"
@@ -33,7 +34,7 @@ def real_graph(configuration):
 def small_model_config(graphs, **overrides) -> ModelConfig:
     """A 2-layer, width-16 EIGNN with input scales fitted on ``graphs``."""
     settings = dict(width=16, num_layers=2, num_outputs=graphs[0].nodes["targets"].shape[1],
-                    scales=graph_lib.fit_feature_scales(graphs))
+                    scales=fit_feature_scales(graphs))
     settings.update(overrides)
     return ModelConfig(**settings)
 

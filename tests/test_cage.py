@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from eignn_jax.physics import cage
+from eignn_jax.physics import cage, voronoi
 from eignn_jax.physics.kob_andersen import CUTOFF_FACTOR, EPSILON, SIGMA, per_particle_energy
 from eignn_jax.physics.neighbours import NeighbourListOverflow, neighbour_pairs
 from eignn_jax.physics.periodic import wrap
@@ -124,7 +124,7 @@ def test_voronoi_cages_match_brute_force_nearest_generator():
     n, side = 300, (300 / 1.2) ** (1 / 3)
     box = np.array([side, side * 1.1, side * 0.95])
     generators = rng.uniform(0, 1, (n, 3)) * box - 0.4 * box   # some outside [0, L)
-    cages = cage.voronoi_cages(generators, box)
+    cages = voronoi.voronoi_cages(generators, box)
     # Trial points around each generator, up to beyond its farthest cell vertex.
     directions = rng.normal(size=(20, n, 3))
     directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
@@ -247,7 +247,7 @@ def test_cage_check_flags_a_particle_past_the_midpoint(real):
     sample[0] = origin[0] + 0.55 * towards[j]
     outside = outside_own_cage(sample, origin, box)
     np.testing.assert_array_equal(np.flatnonzero(outside), [0])
-    cages = cage.voronoi_cages(origin, box)
+    cages = voronoi.voronoi_cages(origin, box)
     np.testing.assert_array_equal(~cages.contains(sample - origin), outside)
     sample[0] = origin[0] + 0.45 * towards[j]
     assert not outside_own_cage(sample, origin, box).any()

@@ -448,3 +448,12 @@ def test_glassbench_files_without_times_get_their_temperatures_grid(tmp_path, lo
             load_configuration(path)
     else:
         assert tuple(load_configuration(path).times) == GLASSBENCH_TIME_GRIDS[expected]
+
+
+def test_a_box_in_other_units_is_named(tmp_path):
+    """Fractional coordinates with a unit box: the error names the box, not a neighbour search."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "fractional.npz"
+    np.savez(path, types=np.ones(50, np.int32), initial_positions=rng.random((50, 3)), box=np.ones(3))
+    with pytest.raises(dataset.DataError, match=r"box.*other units than σ"):
+        dataset.load_configuration(path)

@@ -25,6 +25,7 @@ SETUP = r"""
 import json, pathlib, sys
 import jax, numpy as np
 from eignn_jax import dataset, graph as graph_lib, parallel, training
+from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import EIGNN, ModelConfig
 
 data, workdir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -32,7 +33,7 @@ out = {"device_count": jax.device_count()}
 graphs = graph_lib.load_graphs(dataset.list_configurations(data)[:6], graph_lib.GraphConfig())
 train_graphs, test_graphs = graphs[:5], graphs[5:]
 model_config = ModelConfig(width=8, num_layers=1, num_outputs=graphs[0].nodes["targets"].shape[1],
-                           scales=graph_lib.fit_feature_scales(train_graphs))
+                           scales=fit_feature_scales(train_graphs))
 train_config = training.TrainConfig(epochs=2, batch_size=4, learning_rate=3e-3, lr_decay_epochs=(1,),
                                     data_parallel=True)
 """
@@ -62,7 +63,7 @@ np.savez(workdir.parent / "one_device_params.npz", *jax.tree_util.tree_leaves(on
 # Two devices: the same global batches, 2 graphs per device.
 mesh = parallel.data_mesh()
 shard_budget = graph_lib.padding_budget(graphs, 2)
-sharded_step = parallel.make_train_step(model, optimizer, mesh)
+sharded_step = training.make_train_step(model, optimizer, mesh=mesh)
 state = parallel.replicate(training.init_state(model, optimizer, next(graph_lib.batches(graphs, shard_budget, 2)), 0), mesh)
 out["same_init"] = all(np.array_equal(a, b) for a, b in zip(
     jax.tree_util.tree_leaves(init_params), jax.tree_util.tree_leaves(state.params)))

@@ -1,5 +1,6 @@
 """The OpenMM propensity generator (extra ``[sim]``): force field, observables, a tiny run."""
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -10,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from eignn_jax import dataset, graph as graph_lib, potential, simulate as sim, training
+from eignn_jax import dataset, generation, graph as graph_lib, training
+from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import ModelConfig
+from eignn_jax.physics import kob_andersen, md, observables
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -22,22 +25,22 @@ REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 def test_openmm_energy_equals_the_package_potential(configuration):
     import openmm
 
-    system = sim.build_system(configuration.types, configuration.box)
-    context = sim.make_context(system, openmm.VerletIntegrator(0.005), threads=1)
+    system = md.build_system(configuration.types, configuration.box)
+    context = md.make_context(system, openmm.VerletIntegrator(0.005), threads=1)
     context.setPositions(np.asarray(configuration.positions, np.float64))
     openmm_energy = context.getState(getEnergy=True).getPotentialEnergy()._value
-    ours = potential.per_particle_energy(np.asarray(configuration.positions, np.float64),
-                                         configuration.types, np.asarray(configuration.box, np.float64)).sum()
+    ours = kob_andersen.per_particle_energy(np.asarray(configuration.positions, np.float64),
+                                            configuration.types, np.asarray(configuration.box, np.float64)).sum()
     assert abs(openmm_energy - ours) < 1e-4 * abs(ours)
 
 
 def test_reduced_temperature_maps_to_kelvin():
     # T = 1 ε/k_B is 1 kJ/mol / k_B: the thermostat's kT must be 1 in OpenMM's energy unit.
-    assert sim.kelvin(1.0) * 0.00831446261815324 == pytest.approx(1.0, rel=1e-12)
+    assert md.kelvin(1.0) * 0.00831446261815324 == pytest.approx(1.0, rel=1e-12)
 
 
 def test_maxwell_boltzmann_has_zero_momentum_and_the_temperature():
-    v = sim.maxwell_boltzmann(20000, 0.64, np.random.default_rng(0))
+    v = md.maxwell_boltzmann(20000, 0.64, np.random.default_rng(0))
     np.testing.assert_allclose(v.mean(axis=0), 0.0, atol=1e-12)
     assert (v**2).mean() == pytest.approx(0.64, rel=0.02)
 
@@ -47,14 +50,14 @@ def test_self_intermediate_scattering_of_gaussian_displacements():
     rng = np.random.default_rng(1)
     spreads = np.array([0.02, 0.1, 0.2])
     displacements = rng.normal(size=(3, 100000, 3)) * spreads[:, None, None]
-    expected = np.exp(-(sim.SELF_SCATTERING_Q * spreads) ** 2 / 2)
-    np.testing.assert_allclose(sim.self_intermediate_scattering(displacements), expected, atol=5e-3)
+    expected = np.exp(-(observables.SELF_SCATTERING_Q * spreads) ** 2 / 2)
+    np.testing.assert_allclose(observables.self_intermediate_scattering(displacements), expected, atol=5e-3)
 
 
 def test_relaxation_time_of_an_exponential():
     times = np.geomspace(0.01, 100, 40)
-    assert sim.relaxation_time(times, np.exp(-times / 7.8)) == pytest.approx(7.8, rel=0.01)
-    assert math.isnan(sim.relaxation_time(times, np.ones_like(times)))
+    assert observables.relaxation_time(times, np.exp(-times / 7.8)) == pytest.approx(7.8, rel=0.01)
+    assert math.isnan(observables.relaxation_time(times, np.ones_like(times)))
 
 
 def test_broken_bonds_on_a_hand_built_case():
@@ -62,12 +65,12 @@ def test_broken_bonds_on_a_hand_built_case():
     types = np.array([1, 1, 2])
     # 0–1 bonded (1.0 < 1.4 σ_AA), 0–2 bonded (1.0 < 1.4 σ_AB = 1.12), 1–2 not (2 > 1.12).
     start = np.array([[0.0, 0, 0], [1.0, 0, 0], [-1.0, 0, 0]])
-    bonds = sim.bond_pairs(start, types, box, 1.4)
+    bonds = observables.bond_pairs(start, types, box, 1.4)
     assert sorted(map(tuple, bonds.tolist())) == [(0, 1), (0, 2)]
     later = start.copy()
     later[1, 0] = 2.0                                      # 0–1 now 2.0 > 1.7 σ_AA: broken
     later[2, 0] = -1.3 + box[0]                            # 0–2 at 1.3 < 1.7 · 0.8 = 1.36, other image
-    fraction = sim.broken_bond_fraction(np.stack([start, later]), bonds, types, box, 1.7)
+    fraction = observables.broken_bond_fraction(np.stack([start, later]), bonds, types, box, 1.7)
     np.testing.assert_allclose(fraction, [[0, 0, 0], [0.5, 1.0, 0.0]])
 
 
@@ -103,7 +106,7 @@ def test_tiny_run_yields_files_the_loader_and_trainer_accept(tiny_run, tmp_path)
         assert c.inherent is not None
     graphs = [graph_lib.build_graph(c, graph_lib.GraphConfig()) for c in configurations]
     model_config = ModelConfig(width=8, num_layers=1, num_outputs=2,
-                               scales=graph_lib.fit_feature_scales(graphs))
+                               scales=fit_feature_scales(graphs))
     state = training.train(model_config, training.TrainConfig(epochs=1), graphs[:1], graphs[1:],
                            tmp_path / "run", {"source": "test"}, log=lambda _: None)
     assert int(state.step) == 1
@@ -117,6 +120,26 @@ def test_tiny_run_is_resumable_without_rewriting(tiny_run):
     result = subprocess.run(command, cwd=REPOSITORY, check=True, capture_output=True, text=True)
     assert "all 2 configurations already in" in result.stdout
     assert digest() == before
+
+
+def test_generate_from_python_gives_the_files_of_the_command(tiny_run, tmp_path):
+    # The library entry point with the protocol the command builds from its flags (τ_α = 1):
+    # single-threaded OpenMM in both, so the same files bit for bit, and the same meta.json
+    # but for the command line it records. A second call with another protocol is refused.
+    serial, _ = tiny_run
+    protocol = md.Protocol(n=400, runs=2, times=(0.05, 0.1), equilibration_time=1.0, spacing=0.5, melt_time=0.5)
+    out = tmp_path / "python"
+    lines = []
+    paths = generation.generate(out, protocol, 2, tau_alpha=1.0, log=lines.append)
+    assert [p.name for p in paths] == sorted(p.name for p in serial.glob("*.npz"))
+    for path in paths:
+        assert path.read_bytes() == (serial / path.name).read_bytes(), path.name
+    ours, theirs = (json.loads((folder / "meta.json").read_text()) for folder in (out, serial))
+    assert ours.pop("command") is None and theirs.pop("command").startswith("python -m experiments.simulate")
+    assert ours == theirs
+    assert lines[0] == "0 configuration(s) already done; 2 to go" and lines[-1].startswith("[2/2] N400T0.64_2.npz")
+    with pytest.raises(generation.GenerationError, match="another protocol"):
+        generation.generate(out, dataclasses.replace(protocol, seed=1), 2, tau_alpha=1.0, log=lines.append)
 
 
 def test_runs_on_a_dask_cluster_give_the_files_of_the_serial_run(tiny_run, tmp_path):
@@ -146,8 +169,8 @@ def test_check_report_on_a_short_run():
     # A short validation run (N = 400): the NVE energy is conserved, the first peaks of the
     # partial g(r) sit where the KA liquid has them, F_s starts at 1 and decays, and the
     # per-origin τ_α bracket the τ_α of the mean F_s.
-    protocol = sim.Protocol(n=400, temperature=0.8, melt_time=2.0, equilibration_time=10.0)
-    report = sim.check(protocol, segments=3, segment_time=10.0, samples=16, threads=1, log=lambda _: None)
+    protocol = md.Protocol(n=400, temperature=0.8, melt_time=2.0, equilibration_time=10.0)
+    report = generation.check(protocol, segments=3, segment_time=10.0, samples=16, threads=1, log=lambda _: None)
     assert report["nve_steps"] == 3 * 2000
     assert abs(report["drift_per_particle_per_1e4_steps"]) < 3e-3  # measured 9e-4 over this short run
     peaks = report["g_first_peaks"]

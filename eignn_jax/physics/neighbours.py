@@ -158,10 +158,8 @@ def _candidates(positions, box, cutoff) -> np.ndarray:
     positions: [N, 3] float64 σ, N >= 2; box: [3] float64 σ. The array is the caller's
     to overwrite.
     """
-    # The tree wants every coordinate in [0, L); np.mod can round up to L itself.
-    inside = np.mod(positions, box)
-    inside = np.where(inside >= box, inside - box, inside)
-    return cKDTree(inside, boxsize=box).query_pairs(
+    # The tree wants every coordinate in [0, L).
+    return cKDTree(wrap(positions, box, centred=False), boxsize=box).query_pairs(
         cutoff * (1.0 + _SEARCH_MARGIN), output_type="ndarray")
 
 
