@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eignn_jax import dataset
-from eignn_jax.physics import minimise
+from eignn_jax.physics import kob_andersen, minimise
 from eignn_jax.physics.periodic import wrap
 
 
@@ -29,7 +29,7 @@ def lattice_start(n_side: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     rng = np.random.default_rng(seed)
     n = n_side**3
-    box = dataset.box_from_density(n)
+    box = kob_andersen.box_from_density(n)
     spacing = box[0] / n_side
     grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
     positions = (grid + 0.5) * spacing + rng.normal(scale=0.03, size=(n, 3))

@@ -33,15 +33,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from eignn_jax import files
+from eignn_jax.physics.kob_andersen import DENSITY, box_from_density
 from eignn_jax.physics.neighbours import neighbour_pairs
 
 __all__ = [
-    "DENSITY",
     "GLASSBENCH_TIMES",
     "MIN_SEPARATION",
     "Configuration",
     "DataError",
-    "box_from_density",
     "configuration_arrays",
     "find_overlap",
     "glassbench_split",
@@ -51,8 +50,6 @@ __all__ = [
     "write_configuration",
 ]
 
-DENSITY = 1.2
-"""Number density of the Kob–Andersen systems (particles per σ³); sets the box when a file has none."""
 
 GLASSBENCH_TIMES: tuple[float, ...] = (
     0.13, 1.3, 13.0, 130.0, 412.0, 1300.0, 4120.0, 13000.0, 41200.0, 130000.0
@@ -181,12 +178,6 @@ class Configuration:
 # ----------------------------------------------------------------------------
 # Small geometric helpers
 # ----------------------------------------------------------------------------
-
-
-def box_from_density(n_particles: int, density: float = DENSITY) -> np.ndarray:
-    """Side lengths [3] float64 (σ) of the cube holding ``n_particles`` at ``density``."""
-    side = (n_particles / density) ** (1.0 / 3.0)
-    return np.full(3, side, dtype=np.float64)
 
 
 def find_overlap(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from eignn_jax import dataset
+from eignn_jax.physics.kob_andersen import DENSITY
 from eignn_jax.dataset import (
-    DENSITY,
     GLASSBENCH_TIMES,
     Configuration,
     DataError,

@@ -27,7 +27,7 @@ def jittered_lattice(seed, n_side=6, density=1.2, jitter=0.1):
     """
     rng = np.random.default_rng(seed)
     n = n_side**3
-    box = dataset.box_from_density(n, density)
+    box = kob_andersen.box_from_density(n, density)
     grid = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
     positions = (grid + 0.5) * box / n_side + rng.uniform(-jitter, jitter, size=(n, 3))
     types = np.ones(n, np.int32)

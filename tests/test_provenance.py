@@ -51,6 +51,21 @@ def test_no_module_imports_itself_through_others_even_inside_functions():
     assert "eignn_jax.training" not in graph["eignn_jax.parallel"]
 
 
+def test_imports_go_one_way_physics_first_and_scripts_last():
+    """physics imports nothing else of the package; no script of experiments/ imports another
+    (they share only experiments.common, the argument handling, and the configs)."""
+    modules = structure.module_files(pathlib.Path(__file__).resolve().parents[1])
+    graph = {name: set().union(*structure.imports(name, path, modules).values()) for name, path in modules.items()}
+    physics = {name for name in graph if name.startswith("eignn_jax.physics")}
+    assert len(physics) >= 10
+    leaks = {name: sorted(graph[name] - physics) for name in physics if graph[name] - physics}
+    assert leaks == {}
+    shared = lambda name: name == "experiments.common" or name.startswith("experiments.configs")
+    scripts = {name: sorted(t for t in targets if t.startswith("experiments") and not shared(t))
+               for name, targets in graph.items() if name.startswith("experiments")}
+    assert {name: t for name, t in scripts.items() if t} == {}
+
+
 def test_a_record_keeps_only_what_its_files_use_and_a_damaged_one_is_named(tmp_path):
     first, second = (tmp_path / "in" / name for name in ("a_1.npz", "a_2.npz"))
     (tmp_path / "in").mkdir()

@@ -35,6 +35,9 @@ SHIFT_PER_EPSILON = 4.0 * (CUTOFF_FACTOR**-12 - CUTOFF_FACTOR**-6)
 # Longest interaction range of any pair kind (σ): 2.5 σ_AA.
 MAX_CUTOFF = CUTOFF_FACTOR * float(np.max(SIGMA))
 
+DENSITY = 1.2
+"""Number density of the mixture as studied (particles per σ³); sets the box when a file has none."""
+
 # The tables are symmetric, so a pair's parameters depend only on its kind
 # type_i + type_j − 2 (0 = AA, 1 = AB, 2 = BB): compiled code gathers from these
 # three-entry tables, one small gather per pair instead of a 2-D lookup.
@@ -45,6 +48,12 @@ KIND_EPSILON = np.array([EPSILON[0, 0], EPSILON[0, 1], EPSILON[1, 1]])
 def interaction_ranges(skin: float = 0.0) -> np.ndarray:
     """[2, 2] float64, σ: the cutoff 2.5 σ_ab of each type pair plus ``skin`` (σ)."""
     return CUTOFF_FACTOR * SIGMA + skin
+
+
+def box_from_density(n_particles: int, density: float = DENSITY) -> np.ndarray:
+    """Side lengths [3] float64 (σ) of the cube holding ``n_particles`` at ``density`` (σ⁻³)."""
+    side = (n_particles / density) ** (1.0 / 3.0)
+    return np.full(3, side, dtype=np.float64)
 
 
 def _array_module(*arrays):

@@ -44,7 +44,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eignn_jax import dataset
 from eignn_jax.physics import kob_andersen, observables
 
 __all__ = [
@@ -177,7 +176,7 @@ class Protocol:
 
     n: int = 1000
     temperature: float = 0.64
-    density: float = dataset.DENSITY
+    density: float = kob_andersen.DENSITY
     fraction_a: float = 0.8
     dt: float = 0.005
     melt_temperature: float = 2.0
@@ -206,7 +205,7 @@ class Protocol:
 
     @property
     def box(self) -> np.ndarray:
-        return dataset.box_from_density(self.n, self.density)
+        return kob_andersen.box_from_density(self.n, self.density)
 
     @property
     def types(self) -> np.ndarray:
