@@ -48,6 +48,8 @@ class TrainConfig:
     data_parallel: split each batch of batch_size graphs over all devices (of all processes
       after ``jax.distributed.initialize()``); batch_size must be divisible by the device
       count. Same losses as one device, up to float rounding (``eignn_jax.parallel``).
+    tensorboard: also write each epoch's losses, learning rate and Pcc as TensorBoard events
+      in ``<workdir>/tensorboard/`` (needs the optional extra: pip install 'eignn_jax[tensorboard]').
     """
 
     epochs: int = 100
@@ -61,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 2
     data_parallel: bool = False
+    tensorboard: bool = False
 
     def __post_init__(self):
         """Raises ValueError naming the field for a value outside its range."""

@@ -42,6 +42,7 @@ __all__ = [
     "Configuration",
     "DataError",
     "configuration_arrays",
+    "configuration_from_arrays",
     "find_overlap",
     "glassbench_split",
     "list_configurations",
@@ -393,10 +394,19 @@ def _label_count(path: str, arrays: Mapping[str, np.ndarray]) -> int | None:
     return next(iter(counts.values()), None)
 
 
-def _configuration_from_arrays(
+def configuration_from_arrays(
     path: str, arrays: Mapping[str, np.ndarray], require: Sequence[str] = ()
 ) -> Configuration:
-    """Validate a key -> array mapping (the content of one npz file) and build a Configuration."""
+    """Validate a key -> array mapping in the GlassBench layout and build a Configuration.
+
+    arrays: what one npz file holds, e.g. ``types`` [N] int (1 = A, 2 = B),
+      ``initial_positions`` [N, 3] float (σ), optional ``box`` [3] or scalar (σ) and
+      the other keys described in the module docstring; dtypes are kept.
+    path: names the source in error messages (a file, or a file and a frame in it).
+    require: keys beyond ``types`` and ``initial_positions`` that must be present.
+    Raises DataError naming ``path`` and the key on any problem (the checks of
+    :func:`load_configuration`).
+    """
     for key in (_KEY_TYPES, _KEY_POSITIONS, *require):
         if key not in arrays:
             raise DataError(path, key, f"required key is missing (file has {sorted(arrays)})")
@@ -516,7 +526,7 @@ def load_configuration(
     (naming the file and the key) on any problem.
     """
     path = os.fspath(path)
-    return _configuration_from_arrays(path, _read_npz(path), tuple(require))
+    return configuration_from_arrays(path, _read_npz(path), tuple(require))
 
 
 def configuration_arrays(config: Configuration) -> dict[str, np.ndarray]:
@@ -551,7 +561,7 @@ def write_configuration(path: str | os.PathLike, config: Configuration) -> None:
     path = os.fspath(path)
     arrays = configuration_arrays(config)
     # Validating what is about to be written guarantees every written file loads.
-    reread = _configuration_from_arrays(path, arrays)
+    reread = configuration_from_arrays(path, arrays)
     if not np.allclose(reread.box, config.box, rtol=_CUBIC_RTOL, atol=0.0):
         raise DataError(
             path, _KEY_BOX, f"box {config.box} is not the density-{DENSITY} default; set box_stored=True"
@@ -570,7 +580,7 @@ def write_configuration(path: str | os.PathLike, config: Configuration) -> None:
 # Folders and splits
 # ----------------------------------------------------------------------------
 
-_INDEX_PATTERN = re.compile(r"^(?P<stem>.*)_(?P<index>\d+)\.npz$")
+_INDEX_PATTERN = re.compile(r"^(?P<stem>.*)_(?P<index>\d+)\.[^.]+$")
 
 
 def _natural_key(path: pathlib.Path) -> tuple[str, int, str]:
@@ -581,36 +591,42 @@ def _natural_key(path: pathlib.Path) -> tuple[str, int, str]:
     return (match["stem"], int(match["index"]), path.name)
 
 
-def list_configurations(folder: str | os.PathLike) -> list[pathlib.Path]:
-    """The ``*.npz`` files of ``folder`` in natural order of their trailing ``_{i}`` index.
+def list_configurations(
+    folder: str | os.PathLike, suffixes: Sequence[str] = (".npz",)
+) -> list[pathlib.Path]:
+    """The files of ``folder`` whose extension is one of ``suffixes`` (with the dot, e.g.
+    ``".npz"``), in natural order of their trailing ``_{i}`` index.
 
-    Raises DataError if the folder does not exist or holds no npz file.
+    Raises DataError if the folder does not exist or holds no such file.
     """
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise DataError(folder, FOLDER_FIELD, "no such directory")
-    paths = [p for p in folder.glob("*.npz") if p.is_file()]
+    paths = [p for p in folder.iterdir() if p.suffix in suffixes and p.is_file()]
     if not paths:
-        raise DataError(folder, FOLDER_FIELD, "contains no .npz configuration files")
+        raise DataError(folder, FOLDER_FIELD, f"contains no {'/'.join(suffixes)} configuration files")
     return sorted(paths, key=_natural_key)
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """Command-line inputs, ``.npz`` files and folders of them, → the files, in the order
-    given, each folder replaced by its :func:`list_configurations`.
+def expand_inputs(
+    inputs: Sequence[str | os.PathLike], suffixes: Sequence[str] = (".npz",)
+) -> list[pathlib.Path]:
+    """Command-line inputs, files and folders, → the files, in the order given, each folder
+    replaced by its :func:`list_configurations` of ``suffixes`` (the extensions read).
 
-    Raises DataError for a folder that holds no npz file; a path that is not a folder is
-    taken as a file (loading it names any problem, a missing file included).
+    Raises DataError for a folder that holds no such file; a path that is not a folder is
+    taken as a file (reading it names any problem, a missing file included).
     """
     paths = []
     for item in inputs:
         path = pathlib.Path(item)
-        paths += list_configurations(path) if path.is_dir() else [path]
+        paths += list_configurations(path, suffixes) if path.is_dir() else [path]
     return paths
 
 
 # Beside the files of a generated data set: every parameter that made them (experiments.simulate).
 META_NAME = "meta.json"
+META_TAU_ALPHA = "tau_alpha_assumed"   # the τ_α (τ) a generated folder's time grid was built on
 
 
 def folder_meta(folder: str | os.PathLike) -> dict | None:

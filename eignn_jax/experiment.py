@@ -7,7 +7,9 @@ A run directory (``workdir``) holds:
   config.json      the run's config (graph cutoffs, model, training)
   data_provenance.json  how its data were made (:func:`data_provenance`)
   metrics.jsonl    one JSON line per epoch
+  tensorboard/     the same per epoch as TensorBoard events (with train.tensorboard=true)
   pcc.csv, pcc.png evaluation of the trained model and the |d| baseline
+  scatter.png, map.png  predicted against true propensity; a slab of the first test file
   pcc_provenance.json   what that evaluation ran on
 """
 
@@ -17,14 +19,14 @@ import contextlib
 import dataclasses
 import json
 import pathlib
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jraph
 import numpy as np
 
 from eignn_jax import (architectures, checkpointing, dataset, equilibrium, files, graph as graph_lib, metrics,
-                       plotting, training)
+                       plotting, progress, training)
 from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
 from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import MODEL_REVISION, for_graph_size
@@ -97,7 +99,8 @@ def _targets(graphs):
 def _what_is_computed(config: dict) -> dict:
     """A config in JSON form without the settings that change how, not what, a run computes."""
     config = json.loads(json.dumps(config))
-    config.get("train", {}).pop("data_parallel", None)
+    for how in ("data_parallel", "tensorboard"):
+        config.get("train", {}).pop(how, None)
     return config
 
 
@@ -106,7 +109,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     """Builds (or loads cached) graphs, fits input scales and the baseline, and trains.
 
     Resuming: if ``workdir`` has checkpoints, the config saved there must match ``config``
-    (``train.data_parallel`` may differ: a run can resume on another number of devices).
+    (``train.data_parallel`` and ``train.tensorboard`` may differ: a run can resume on another
+    number of devices, with or without TensorBoard events).
     With several processes (``jax.distributed``) only the first logs and writes config.json.
     """
     primary = jax.process_index() == 0
@@ -245,7 +249,10 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     """Pcc(mean), Pcc(all) per time scale of the trained model and the |d| baseline.
 
     data: None → the run's own test split; else every file of that folder (transfer).
-    Writes ``pcc.csv``, ``pcc.png`` and ``pcc_provenance.json`` (the run, its checkpoint's
+    Writes ``pcc.csv``, ``pcc.png``, ``scatter.png`` (the model's predicted against the true
+    propensity of every scored particle, one panel per time scale), ``map.png`` (a slab of
+    the first evaluated file coloured by true and by predicted propensity at the time scale
+    of :func:`map_time_index`) and ``pcc_provenance.json`` (the run, its checkpoint's
     epoch, the graph config, :func:`data_provenance` of the training and of the evaluated
     files) to ``out_dir`` (default: the workdir, or ``workdir/eval_<folder name>`` for
     another folder) and returns the rows.
@@ -284,24 +291,54 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
             _graph_features(graphs), np.asarray(run.metadata["baseline"]["slope"]),
             np.asarray(run.metadata["baseline"]["intercept"]))
 
-    rows = []
+    targets, masks = _targets(graphs)
+    rows, tables = [], {}
     for name, preds in ((run.config.name, predictions), (BASELINE_NAME, baseline)):
         if preds is None:
             continue
-        table = metrics.pcc_table(preds, *_targets(graphs))
+        table = tables[name] = metrics.pcc_table(preds, targets, masks)
         rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
     provenance = {"run": str(workdir.resolve()), "epoch": run.metadata["epoch"] + 1,
                   "graph": to_dict(run.config.graph), "trained_on": run.metadata.get("data_provenance"),
                   "evaluated_on": data_provenance(paths)}
-    with files.output_set(out_dir / "pcc.csv", out_dir / "pcc.png", out_dir / EVALUATION_PROVENANCE_NAME):
+    # The map: the first file, at one time scale; true values standardised like the model's.
+    k = map_time_index(times, paths[0].parent)
+    first = graphs[0]
+    map_panels = [
+        (f"true, t = {times[k]:g} τ", plotting.z_scores(targets[0][:, k], masks[0]), "true propensity (z-score)"),
+        (f"predicted, t = {times[k]:g} τ", predictions[0][:, k], "predicted propensity (standardised)")]
+    figures = ("pcc.png", "scatter.png", "map.png")
+    with files.output_set(out_dir / "pcc.csv", *(out_dir / name for name in figures),
+                          out_dir / EVALUATION_PROVENANCE_NAME):
         metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
         plotting.plot_pcc(rows, out_dir / "pcc.png",
                           title=f"{run.config.name} on {len(paths)} configurations")
+        plotting.plot_propensity_scatter(
+            np.concatenate([t[m] for t, m in zip(targets, masks)]),
+            np.concatenate([p[m] for p, m in zip(predictions, masks)]),
+            times, tables[run.config.name]["pcc_all"], out_dir / "scatter.png",
+            title=f"{run.config.name} on the type-A particles of {len(paths)} configurations")
+        plotting.plot_propensity_map(first.nodes["positions"], np.diag(first.globals["cell"][0]),
+                                     np.asarray(first.nodes["species"]) == 0, map_panels,
+                                     path=out_dir / "map.png", title=paths[0].name)
         files.atomic_write(out_dir / EVALUATION_PROVENANCE_NAME, json.dumps(provenance, indent=1))
     log(format_table(rows))
-    log(f"wrote {out_dir / 'pcc.csv'} and {out_dir / 'pcc.png'}")
+    log(f"wrote {out_dir / 'pcc.csv'} and {', '.join(figures)} beside it")
     return rows
+
+
+def map_time_index(times: np.ndarray, folder: pathlib.Path) -> int:
+    """Index into ``times`` [T] (τ, > 0) of the time scale a propensity map shows: the one
+    nearest, on a log scale, the τ_α recorded in ``folder``'s meta.json (``tau_alpha_assumed``,
+    written by ``experiments.simulate``), else the middle one.
+
+    Raises DataError naming a meta.json that is not a JSON object.
+    """
+    tau_alpha = (dataset.folder_meta(folder) or {}).get(dataset.META_TAU_ALPHA)
+    if isinstance(tau_alpha, (int, float)) and not isinstance(tau_alpha, bool) and tau_alpha > 0:
+        return int(np.argmin(np.abs(np.log(np.asarray(times) / tau_alpha))))
+    return len(times) // 2
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -328,23 +365,31 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 PREDICTION_KEY = "predicted_standardised"
+PREDICTION_MAP_NAME = "map.png"   # in the output folder of predict_files
 
 
-def prediction_paths(inputs: Sequence[pathlib.Path | str], out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """``out_dir/<name>.npz`` for each input (``<parent>_<name>.npz`` where names clash).
+def prediction_paths(inputs: Sequence[pathlib.Path | str], out_dir: pathlib.Path,
+                     stems: Sequence[str] | None = None,
+                     companions: Sequence[str] = (".xyz",)) -> list[pathlib.Path]:
+    """``out_dir/<stem>.npz`` for each input (``<parent>_<stem>.npz`` where stems clash).
 
+    stems: one output name (without extension) per input, e.g. a frame's
+      :attr:`formats.Frame.stem`; None: each input's name without its extension.
+      An input may appear once per frame it holds.
+    companions: extensions of the files written beside each ``.npz`` (``.xyz``, ``.dump``).
     Raises ValueError, before anything is written, if an output would be one of the inputs,
     two outputs would coincide, or an output would replace an existing file that is not a
     prediction (its ``.npz`` or ``.xyz``).
     """
     inputs = [pathlib.Path(p) for p in inputs]
-    names = [p.name for p in inputs]
-    clashing = {n for n in names if names.count(n) > 1}
-    targets = [out_dir / (f"{p.parent.name}_{p.name}" if p.name in clashing else p.name) for p in inputs]
+    stems = [p.stem for p in inputs] if stems is None else list(stems)
+    clashing = {n for n in stems if stems.count(n) > 1}
+    targets = [out_dir / (f"{p.parent.name}_{stem}.npz" if stem in clashing else f"{stem}.npz")
+               for p, stem in zip(inputs, stems)]
     resolved_inputs = {p.resolve(): p for p in inputs}
     seen: dict[pathlib.Path, pathlib.Path] = {}
     for source, target in zip(inputs, targets):
-        for output in (target, target.with_suffix(".xyz")):
+        for output in (target, *(target.with_suffix(suffix) for suffix in companions)):
             if output.resolve() in resolved_inputs:
                 raise ValueError(f"{output} would overwrite the input {resolved_inputs[output.resolve()]}; "
                                  f"choose another --out")
@@ -366,20 +411,31 @@ def _is_prediction(path: pathlib.Path) -> bool:
 
 def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | str],
                   out_dir: pathlib.Path | str, *, temperature: float | None = None,
+                  format: str | None = None, frames: slice | Sequence[int] | None = None,
+                  type_map: Mapping[str, int] | None = None, dump: bool = False,
                   log: Callable[[str], None] = print) -> list[pathlib.Path]:
     """Raw configurations → per-particle propensities at every trained time scale.
 
-    Equilibrium positions of the kind the run was trained with are computed when a file
-    lacks them. For each input ``name.npz`` writes ``out_dir/name.npz`` (keys ``types``,
+    Inputs are read by :func:`formats.read_frames` (``.npz``, LAMMPS dump and data,
+    extended XYZ, GSD; ``format``, ``frames`` and ``type_map`` as there), every one before
+    anything is computed. Equilibrium positions of the kind the run was trained with are
+    computed when a configuration lacks them. For each configuration writes
+    ``out_dir/<stem>.npz``, where ``<stem>`` is the input's name without its extension, or
+    ``<stem>_frame<k>`` for frame k of a trajectory (keys ``types``,
     ``initial_positions``, the equilibrium positions used, ``predicted_propensity`` [T, N]
     in σ, ``predicted_standardised`` [T, N], ``times``, ``box``, ``source``: the input's
-    path, ``workdir``: the run's, ``graph_cutoff`` in σ, and as JSON text
-    ``equilibrium_computed``: how the structures computed here went, and
+    path, ``source_frame``: the frame's index (trajectories only), ``workdir``: the run's,
+    ``graph_cutoff`` in σ, and as JSON text ``equilibrium_computed``: how the structures
+    computed here went, and
     ``equilibrium_settings``: kind → the parameters that made each structure used (from
     :class:`equilibrium.EquilibriumReport`, or the record beside the input; null when
-    unknown)) and ``out_dir/name.xyz``
+    unknown)) and ``out_dir/<stem>.xyz``
     (extended XYZ: species, positions, displacement to equilibrium, one column per time
-    ``prop_0 … prop_{T−1}``; the times are listed in the header). Returns the npz paths.
+    ``prop_0 … prop_{T−1}``; the times are listed in the header); with ``dump``, also
+    ``out_dir/<stem>.dump`` (LAMMPS text dump, :func:`formats.format_lammps_dump`: ``id type
+    x y z`` and one column per time, ``d_prop_0 … d_prop_{T−1}``). For the first configuration
+    also ``out_dir/map.png``: a slab of it coloured by the predicted propensity at the time
+    scale of :func:`map_time_index`. Returns the npz paths.
 
     Outputs never replace an input or each other (clashing names get the input's folder
     name as a prefix; see :func:`prediction_paths`).
@@ -387,9 +443,9 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     A run imported from a published checkpoint carries no propensity scale (the public
     model predicts propensities standardised per species, and the checkpoint does not hold
     the statistics): then only ``predicted_standardised`` is written, and the XYZ columns
-    are ``std_prop_0 …``.
+    are ``std_prop_0 …`` (dump columns ``d_std_prop_0 …``).
     """
-    from eignn_jax import xyz
+    from eignn_jax import formats, xyz
     run = load_trained(workdir)
     log(f"model {pathlib.Path(workdir).resolve()}, trained on:")
     for line in describe_provenance(run.metadata.get("data_provenance")):
@@ -404,12 +460,17 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             "propensities, each species standardised over its own particles")
     predict_steps = {}   # one per model config (chunked or not), each compiled per budget
     out_dir = pathlib.Path(out_dir)
-    targets = prediction_paths(paths, out_dir)
+    inputs = [frame for path in paths
+              for frame in formats.read_frames(path, format=format, frames=frames, type_map=type_map)]
+    companions = (".xyz", ".dump") if dump else (".xyz",)
+    targets = prediction_paths([frame.path for frame in inputs], out_dir, [frame.stem for frame in inputs],
+                               companions)
     files.writable_directory(out_dir)
     written = []
 
-    def predict_one(path: pathlib.Path, target: pathlib.Path) -> None:
-        config = dataset.load_configuration(path)
+    def predict_one(frame: formats.Frame, target: pathlib.Path) -> None:
+        path, config = frame.path, frame.configuration
+        label = pathlib.Path(config.path).name     # the file's name, and the frame's index in it
         recorded = equilibrium.recorded_settings(path)
         settings = {needed_kind: recorded.get(needed_kind) for needed_kind in needed}
         computed = {}
@@ -419,8 +480,8 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
                                                            log=log)
                 settings[needed_kind] = report.settings
                 computed[needed_kind] = report.summary
-                log(f"{path.name}: computed the {needed_kind} structure {json.dumps(report.summary)}")
-        log(f"{path.name}: N = {config.n_particles}, box {' × '.join(f'{b:.4f}' for b in config.box)} σ, "
+                log(f"{label}: computed the {needed_kind} structure {json.dumps(report.summary)}")
+        log(f"{label}: N = {config.n_particles}, box {' × '.join(f'{b:.4f}' for b in config.box)} σ, "
             f"graph cutoff {run.config.graph.cutoff} σ")
         g = graph_lib.build_graph(config, run.config.graph)
         n = config.n_particles
@@ -432,7 +493,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
         [standardised], _ = training.predict_graphs(predict_steps[model_config], run.params, [g],
                                                     graph_lib.padding_budget([g]))
         if not np.all(np.isfinite(standardised)):
-            raise ValueError(f"{path}: the model's predictions are not finite ({config.n_particles} "
+            raise ValueError(f"{config.path}: the model's predictions are not finite ({config.n_particles} "
                              f"particles); nothing written for it")
         arrays = {"types": np.asarray(config.types), "initial_positions": np.asarray(config.positions),
                   "source": np.asarray(str(path.resolve())),
@@ -444,6 +505,8 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
                   # How the equilibrium structures used were made here (JSON; {} if read from the file).
                   "equilibrium_computed": np.asarray(json.dumps(computed)),
                   "equilibrium_settings": np.asarray(json.dumps(settings))}
+        if frame.index is not None:
+            arrays["source_frame"] = np.int64(frame.index)
         if scaled:
             propensity = (standardised * np.asarray(run.metadata["target_std"])
                           + np.asarray(run.metadata["target_mean"]))           # [N, T], σ
@@ -451,23 +514,40 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
             columns = {f"prop_{t}": propensity[:, t] for t in range(len(times))}
         else:
             columns = {f"std_prop_{t}": standardised[:, t] for t in range(len(times))}
-        with files.output_set(target, target.with_suffix(".xyz")):
+        with files.output_set(*(target.with_suffix(suffix) for suffix in (".npz", *companions))):
             files.atomic_savez(target, arrays)
             xyz.write_extended_xyz(
                 target.with_suffix(".xyz"), config.types, config.positions, config.box,
                 {"disp": g.nodes["displacements"], **columns},
                 info={"times": " ".join(f"{t:g}" for t in times), "model": run.config.name,
-                      "equilibrium": kind, "source": str(path.resolve())})
+                      "equilibrium": kind, "source": str(path.resolve()),
+                      **({} if frame.index is None else {"source_frame": str(frame.index)})})
+            if dump:
+                formats.write_lammps_dump(target.with_suffix(".dump"), config.types, config.positions,
+                                          config.box, {f"d_{name}": values for name, values in columns.items()})
+        if target == targets[0]:
+            # One map, of the first configuration: a look at the predictions that costs little.
+            k = map_time_index(times, path.parent)
+            plotting.plot_propensity_map(
+                config.positions, config.box, config.is_type_a,
+                [(f"predicted, t = {times[k]:g} τ", (propensity if scaled else standardised)[:, k],
+                  "predicted propensity (σ)" if scaled else "predicted propensity (standardised)")],
+                path=out_dir / PREDICTION_MAP_NAME, title=target.stem)
 
-    for k, (path, target) in enumerate(zip(map(pathlib.Path, paths), targets)):
-        try:
-            predict_one(path, target)
-        except (dataset.DataError, ValueError, RuntimeError, OSError):
-            done = ", ".join(p.name for p in written) or "none"
-            log(f"stopped at {path}: {len(written)} of {len(paths)} file(s) done before it ({done})")
-            raise
-        written.append(target)
-        log(f"[{k + 1}/{len(paths)}] {path.name} → {target} and {target.with_suffix('.xyz').name}")
+    with progress.progress(len(inputs), "predictions", unit="configuration") as shown:
+        for k, (frame, target) in enumerate(zip(inputs, targets)):
+            try:
+                predict_one(frame, target)
+            except (dataset.DataError, ValueError, RuntimeError, OSError):
+                done = ", ".join(p.name for p in written) or "none"
+                log(f"stopped at {frame.configuration.path}: {len(written)} of {len(inputs)} configuration(s) "
+                    f"done before it ({done})")
+                raise
+            written.append(target)
+            log(f"[{k + 1}/{len(inputs)}] {pathlib.Path(frame.configuration.path).name} → {target} and "
+                f"{', '.join(target.with_suffix(suffix).name for suffix in companions)}"
+                + (f"; map in {PREDICTION_MAP_NAME}" if k == 0 else ""))
+            shown.update()
     return written
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from eignn_jax import dataset, equilibrium, files
+from eignn_jax import dataset, equilibrium, files, progress
 from eignn_jax.physics import md, observables, periodic
 
 __all__ = [
@@ -127,7 +127,7 @@ def meta_for(protocol: md.Protocol, configs: int, tau_alpha: float, threads: dic
         "engine": md.engine_version(protocol.platform),
         "types": "1=A,2=B as GlassBench",
         "configurations": configs,
-        "tau_alpha_assumed": tau_alpha,
+        dataset.META_TAU_ALPHA: tau_alpha,
         "protocol": dataclasses.asdict(protocol),
         "threads": threads,
         "thermostat": "LangevinMiddleIntegrator (chain only); NVE velocity Verlet for the runs",
@@ -294,7 +294,8 @@ def generate(out, protocol: md.Protocol, configs: int, tau_alpha: float, executi
 
     out: folder (created if needed).  tau_alpha: the τ_α (τ) the protocol's times were
     chosen with, recorded in meta.json.  command: the command line recorded in meta.json.
-    log: receives one line per step of the chain and per configuration written.
+    log: receives one line per step of the chain and per configuration written; the count
+      of configurations written also goes to stderr (:func:`eignn_jax.progress.progress`).
     Returns the paths of all ``configs`` files. Raises GenerationError if ``out`` holds
     another protocol's data (or see :func:`executor_for`).
     """
@@ -306,15 +307,16 @@ def generate(out, protocol: md.Protocol, configs: int, tau_alpha: float, executi
         log(f"all {configs} configurations already in {out}")
         return paths
     log(f"{configs - len(todo)} configuration(s) already done; {len(todo)} to go")
-    with executor_for(execution) as executor:
-        _run_all(protocol, out, configs, todo, executor, execution, log)
+    with executor_for(execution) as executor, \
+            progress.progress(len(todo), "configurations", unit="configuration") as shown:
+        _run_all(protocol, out, configs, todo, executor, execution, log, shown.update)
     return paths
 
 
 def _run_all(protocol: md.Protocol, out: pathlib.Path, configs: int, todo: list[int], executor,
-             execution: Execution, log: Callable[[str], None]) -> None:
+             execution: Execution, log: Callable[[str], None], written: Callable[[], None]) -> None:
     """Walk the chain to every configuration in ``todo``, hand its runs to ``executor`` and
-    write each configuration's file as soon as all its runs are back."""
+    write each configuration's file as soon as all its runs are back (then call ``written``)."""
     chain = Chain(out / CHAIN_FILE, protocol, execution.chain_threads, log)
     pending: dict[int, tuple] = {}
 
@@ -330,6 +332,7 @@ def _run_all(protocol: md.Protocol, out: pathlib.Path, configs: int, todo: list[
                        "task_seconds_per_run": round(timing["task_seconds"] / len(results), 2),
                        "wall_seconds": round(time.perf_counter() - started, 1)}
             log(f"[{index}/{configs}] {file_name(protocol, index)}: {json.dumps(summary)}")
+            written()
 
     for index in range(1, max(todo) + 1):
         positions = chain.sample(index)

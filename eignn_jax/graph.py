@@ -30,7 +30,7 @@ from typing import Sequence
 import jraph
 import numpy as np
 
-from eignn_jax import dataset, files
+from eignn_jax import dataset, files, progress as progress_lib
 from eignn_jax.physics import kob_andersen, neighbours, periodic
 
 
@@ -221,29 +221,27 @@ def load_graphs(paths: Sequence[pathlib.Path | str], graph_config: GraphConfig,
     elsewhere reuses it.
     require_labels: every file must hold ``md_prop`` (DataError naming the file otherwise,
       also when its graph comes from the cache).
+    progress: show the count of files done on stderr (:func:`eignn_jax.progress.progress`).
     """
     require = [f"initial_positions_{graph_config.equilibrium}"]
     if require_labels:
         require.append("md_prop")
     graphs = []
-    for k, path in enumerate(paths):
-        path = pathlib.Path(path)
-        cached = pathlib.Path(cache_dir) / f"{_cache_key(path, graph_config)}.npz" if cache_dir else None
-        if cached is not None and cached.exists():
-            graph = _load_graph(cached)
-            # The entry may have been built without labels (a prediction run): the file's
-            # labels are then missing, which loading the file would have reported.
-            if require_labels and graph.nodes["targets"].shape[1] == 0:
-                raise dataset.DataError(path, "md_prop", "required key is missing (the file has no labels)")
-        else:
-            graph = build_graph(dataset.load_configuration(path, require=require), graph_config)
-            if cached is not None:
-                _save_graph(cached, graph)
-        graphs.append(graph)
-        if progress:
-            print(f"\rgraphs {k + 1}/{len(paths)}", end="", flush=True)
-    if progress and paths:
-        print(flush=True)
+    with progress_lib.progress(len(paths), "graphs", unit="file", enabled=progress) as shown:
+        for path in map(pathlib.Path, paths):
+            cached = pathlib.Path(cache_dir) / f"{_cache_key(path, graph_config)}.npz" if cache_dir else None
+            if cached is not None and cached.exists():
+                graph = _load_graph(cached)
+                # The entry may have been built without labels (a prediction run): the file's
+                # labels are then missing, which loading the file would have reported.
+                if require_labels and graph.nodes["targets"].shape[1] == 0:
+                    raise dataset.DataError(path, "md_prop", "required key is missing (the file has no labels)")
+            else:
+                graph = build_graph(dataset.load_configuration(path, require=require), graph_config)
+                if cached is not None:
+                    _save_graph(cached, graph)
+            graphs.append(graph)
+            shown.update()
     return graphs
 
 

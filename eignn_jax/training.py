@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import pathlib
-import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -16,7 +15,7 @@ import jraph
 import numpy as np
 import optax
 
-from eignn_jax import checkpointing, files, graph as graph_lib, metrics, parallel
+from eignn_jax import checkpointing, files, graph as graph_lib, metrics, parallel, progress
 from eignn_jax.config import TrainConfig
 from eignn_jax.model import EIGNN, ModelConfig
 
@@ -84,13 +83,18 @@ def loss_sum_and_count(model: EIGNN, params, graph: jraph.GraphsTuple,
 
 # ----------------------------------------------------------------------------- steps
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    schedule = optax.piecewise_constant_schedule(
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """Step number (from 0) → learning rate: config.learning_rate, multiplied by
+    lr_decay_factor from the first step after each epoch in lr_decay_epochs."""
+    return optax.piecewise_constant_schedule(
         config.learning_rate,
         {int(epoch * steps_per_epoch): config.lr_decay_factor for epoch in config.lr_decay_epochs})
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     return optax.chain(
         optax.add_decayed_weights(config.weight_decay),
-        optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2))
+        optax.adam(learning_rate_schedule(config, steps_per_epoch), b1=config.adam_b1, b2=config.adam_b2))
 
 
 def init_state(model: EIGNN, optimizer: optax.GradientTransformation, example: jraph.GraphsTuple,
@@ -183,6 +187,47 @@ def pcc_summary(predictions, graphs) -> dict:
     return {k: [round(float(x), 4) for x in v] for k, v in table.items()}
 
 
+TENSORBOARD_DIR = "tensorboard"   # inside the workdir
+
+
+def tensorboard_scalars(record: dict, times: Sequence[float] | None = None) -> dict[str, float]:
+    """The scalars of one epoch's metrics record, by TensorBoard tag.
+
+    Tags: ``loss/train``, ``loss/test``, ``loss/validation`` (standardised MSE, eq. 22),
+    ``learning_rate``, and per time scale ``pcc_all_test/t_<t>``, ``pcc_all_validation/t_<t>``
+    (t in τ from ``times`` [T], e.g. ``t_0.13``; ``index_<k>`` when times are not given). What
+    the record does not hold (no validation files) is left out. Tags use only characters that
+    TensorBoard keeps as they are.
+    """
+    named = {"loss/train": "train_loss", "loss/test": "test_loss", "loss/validation": "validation_loss",
+             "learning_rate": "learning_rate"}
+    scalars = {tag: float(record[key]) for tag, key in named.items() if record.get(key) is not None}
+    for split in ("test", "validation"):
+        for k, value in enumerate(record.get(f"{split}_pcc_all") or []):
+            scalars[f"pcc_all_{split}/" + (f"t_{times[k]:g}" if times else f"index_{k}")] = float(value)
+    return scalars
+
+
+def _tensorboard_writer(logdir: pathlib.Path, purge_from: int):
+    """tensorboardX's writer into ``logdir``; TensorBoard's reader discards the events of
+    epochs ≥ purge_from that earlier processes wrote there (they are written again).
+
+    Raises ImportError saying what to install when tensorboardX is missing.
+    """
+    try:
+        import tensorboardX
+    except ImportError as error:
+        raise ImportError("train.tensorboard=true needs tensorboardX, which is not installed: "
+                          "pip install 'eignn_jax[tensorboard]'") from error
+    return tensorboardX.SummaryWriter(str(logdir), purge_step=purge_from)
+
+
+def _add_scalars(writer, record: dict, times: Sequence[float] | None) -> None:
+    for tag, value in tensorboard_scalars(record, times).items():
+        writer.add_scalar(tag, value, record["epoch"])
+    writer.flush()   # so that a TensorBoard watching the run sees each epoch
+
+
 def train(model_config: ModelConfig, train_config: TrainConfig,
           train_graphs: Sequence[jraph.GraphsTuple], test_graphs: Sequence[jraph.GraphsTuple],
           workdir: pathlib.Path, metadata: dict, log: Callable[[str], None] = print,
@@ -192,11 +237,17 @@ def train(model_config: ModelConfig, train_config: TrainConfig,
     metadata: JSON-serialisable description of the run, saved with every checkpoint.
     validation_graphs: if given, the epoch with the lowest validation loss is also kept in
       ``workdir/best`` (model selection never looks at the test graphs, which are only logged).
-    Writes one JSON line of metrics per epoch to ``workdir/metrics.jsonl`` and to ``log``.
+    Writes one JSON line of metrics per epoch to ``workdir/metrics.jsonl`` and to ``log``
+    (losses, the epoch's learning rate, Pcc(all) per time scale on the test and validation
+    graphs, times); with ``train_config.tensorboard`` also as TensorBoard scalars
+    (:func:`tensorboard_scalars`, step = epoch, tags naming ``metadata["times"]`` if given)
+    in ``workdir/tensorboard/``. Progress within the run goes to stderr
+    (:func:`eignn_jax.progress.progress`).
     A checkpoint step left incomplete (e.g. its ``state/`` deleted) is set aside and training
     resumes from the newest complete one, saying so in ``log``.
     Raises ValueError if another process is training in ``workdir``
-    (:func:`eignn_jax.checkpointing.workdir_lock`).
+    (:func:`eignn_jax.checkpointing.workdir_lock`), ImportError if TensorBoard logging is on
+    and tensorboardX is not installed.
     """
     workdir = pathlib.Path(workdir)
     # The processes of one jax.distributed run share the workdir: the first holds the lock.
@@ -237,6 +288,7 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
         list(train_graphs) + list(test_graphs) + list(validation_graphs), shard_size)
     steps_per_epoch = -(-len(train_graphs) // train_config.batch_size)
     optimizer = make_optimizer(train_config, steps_per_epoch)
+    schedule = learning_rate_schedule(train_config, steps_per_epoch)
     example = next(graph_lib.batches(train_graphs, budget, shard_size))
     state = init_state(model, optimizer, example, train_config.seed)
     if mesh is not None:
@@ -264,54 +316,69 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]
 
-    for epoch in range(start_epoch, train_config.epochs):
-        started = time.perf_counter()
-        losses = []
-        if mesh is None:
-            epoch_batches = graph_lib.batches(train_graphs, budget, train_config.batch_size, epoch_orders[epoch])
-        else:
-            epoch_batches = parallel.sharded_batches(train_graphs, budget, train_config.batch_size, mesh,
-                                                     epoch_orders[epoch])
-        for k, batch in enumerate(epoch_batches):
-            state, loss = train_step(state, batch)
-            losses.append(loss)
-            if primary and sys.stderr.isatty():
-                print(f"\repoch {epoch + 1}/{train_config.epochs} step {k + 1}/{steps_per_epoch}",
-                      end="", file=sys.stderr, flush=True)
-        train_loss = float(np.mean(jax.device_get(losses)))
-        if not np.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
-        train_seconds = time.perf_counter() - started
-        # Evaluation runs on one local device, on this process's copy of the replicated params.
-        eval_params = state.params if mesh is None else jax.tree_util.tree_map(
-            lambda x: x.addressable_shards[0].data, state.params)
-        predictions, test_loss = predict_graphs(predict_step, eval_params, test_graphs, budget)
-        record = {
-            "epoch": epoch + 1, "step": int(state.step), "train_loss": round(train_loss, 5),
-            "test_loss": round(test_loss, 5), "train_seconds": round(train_seconds, 2),
-            "seconds_per_step": round(train_seconds / steps_per_epoch, 4),
-            "train_step_compilations": train_step.traces,
-            "test_pcc_all": pcc_summary(predictions, test_graphs)["pcc_all"] if test_graphs else None,
-        }
-        if validation_graphs:
-            _, validation_loss = predict_graphs(predict_step, eval_params, validation_graphs, budget)
-            if jax.process_count() > 1:
-                # Every process must take the same decision: orbax saves are collective.
-                from jax.experimental import multihost_utils
-                validation_loss = float(multihost_utils.broadcast_one_to_all(np.float32(validation_loss)))
-            record["validation_loss"] = round(validation_loss, 5)
-            if validation_loss < best_loss:
-                best_loss = validation_loss
-                best_manager.save(epoch, state, {**metadata, "epoch": epoch, "validation_loss": validation_loss})
-        if primary and sys.stderr.isatty():
-            print("\r", end="", file=sys.stderr)
-        # Checkpoint first, with the epoch's metrics line: a run killed between the two writes
-        # redoes no epoch, and resuming restores the line from the checkpoint.
-        manager.save(epoch, state, {**metadata, "epoch": epoch, "metrics": record})
-        if primary:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        log(json.dumps(record))
+    writer, times = contextlib.nullcontext(), metadata.get("times")
+    if train_config.tensorboard and primary:
+        # From the last checkpointed epoch on, what an earlier process logged is replaced: a kill
+        # may have come after that epoch's checkpoint but before its scalars were written.
+        writer = _tensorboard_writer(workdir / TENSORBOARD_DIR, purge_from=max(start_epoch, 1))
+        if restored is not None and "metrics" in saved:
+            _add_scalars(writer, saved["metrics"], times)
+    shown = progress.progress(train_config.epochs * steps_per_epoch, "training", unit="step",
+                              initial=start_epoch * steps_per_epoch, enabled=primary)
+    with writer, shown as steps_done:
+        for epoch in range(start_epoch, train_config.epochs):
+            started = time.perf_counter()
+            losses = []
+            if mesh is None:
+                epoch_batches = graph_lib.batches(train_graphs, budget, train_config.batch_size,
+                                                  epoch_orders[epoch])
+            else:
+                epoch_batches = parallel.sharded_batches(train_graphs, budget, train_config.batch_size, mesh,
+                                                         epoch_orders[epoch])
+            for batch in epoch_batches:
+                state, loss = train_step(state, batch)
+                losses.append(loss)
+                steps_done.update()
+            train_loss = float(np.mean(jax.device_get(losses)))
+            if not np.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
+            train_seconds = time.perf_counter() - started
+            # Evaluation runs on one local device, on this process's copy of the replicated params.
+            eval_params = state.params if mesh is None else jax.tree_util.tree_map(
+                lambda x: x.addressable_shards[0].data, state.params)
+            predictions, test_loss = predict_graphs(predict_step, eval_params, test_graphs, budget)
+            record = {
+                "epoch": epoch + 1, "step": int(state.step), "train_loss": round(train_loss, 5),
+                "test_loss": round(test_loss, 5),
+                # The rate this epoch's steps used (constant within an epoch).
+                "learning_rate": float(f"{float(schedule(epoch * steps_per_epoch)):.6g}"),
+                "train_seconds": round(train_seconds, 2),
+                "seconds_per_step": round(train_seconds / steps_per_epoch, 4),
+                "train_step_compilations": train_step.traces,
+                "test_pcc_all": pcc_summary(predictions, test_graphs)["pcc_all"] if test_graphs else None,
+            }
+            if validation_graphs:
+                validation_predictions, validation_loss = predict_graphs(predict_step, eval_params,
+                                                                         validation_graphs, budget)
+                if jax.process_count() > 1:
+                    # Every process must take the same decision: orbax saves are collective.
+                    from jax.experimental import multihost_utils
+                    validation_loss = float(multihost_utils.broadcast_one_to_all(np.float32(validation_loss)))
+                record["validation_loss"] = round(validation_loss, 5)
+                record["validation_pcc_all"] = pcc_summary(validation_predictions, validation_graphs)["pcc_all"]
+                if validation_loss < best_loss:
+                    best_loss = validation_loss
+                    best_manager.save(epoch, state,
+                                      {**metadata, "epoch": epoch, "validation_loss": validation_loss})
+            # Checkpoint first, with the epoch's metrics line: a run killed between the two writes
+            # redoes no epoch, and resuming restores the line from the checkpoint.
+            manager.save(epoch, state, {**metadata, "epoch": epoch, "metrics": record})
+            if primary:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if train_config.tensorboard and primary:
+                _add_scalars(writer, record, times)
+            log(json.dumps(record))
     manager.close()
     if best_manager:
         best_manager.close()

@@ -2,9 +2,12 @@
 
 import argparse
 import importlib
+import json
+import pathlib
 import pkgutil
+from typing import Callable
 
-from eignn_jax import config as config_lib
+from eignn_jax import config as config_lib, formats
 from experiments import configs as configs_package
 
 
@@ -14,12 +17,15 @@ def available_configs() -> list[str]:
                   if not m.name.startswith("_"))
 
 
-def load_config(name: str, overrides: list[str]) -> config_lib.ExperimentConfig:
-    """The config ``experiments/configs/<name>.py`` with ``--set`` overrides applied in order.
+def is_config_file(config: str) -> bool:
+    """Whether --config names a JSON file (``.json``, or any path with a folder) rather than a
+    config module of experiments/configs."""
+    path = pathlib.Path(config)
+    return path.suffix == ".json" or len(path.parts) > 1
 
-    Raises SystemExit with a one-line message for an unknown name, a module that is not a
-    config, or an override with an unknown key, a wrong type or a value out of range.
-    """
+
+def _config_module(name: str) -> config_lib.ExperimentConfig:
+    """The config of ``experiments/configs/<name>.py``; SystemExit with one line if there is none."""
     # Only listed modules: an arbitrary name could import a package's __init__ or a path.
     available = available_configs()
     if name not in available:
@@ -35,6 +41,30 @@ def load_config(name: str, overrides: list[str]) -> config_lib.ExperimentConfig:
     if not isinstance(config, config_lib.ExperimentConfig):
         raise SystemExit(f"experiments/configs/{name}.py: get_config() returned a {type(config).__name__}, "
                          f"not an ExperimentConfig")
+    return config
+
+
+def _config_file(path: str) -> config_lib.ExperimentConfig:
+    """The config saved in a JSON file (a run's config.json); SystemExit naming the file if unreadable."""
+    if not pathlib.Path(path).is_file():
+        raise SystemExit(f"--config {path}: no such file; give a run's config.json or one of the "
+                         f"config names {available_configs()}")
+    try:
+        return config_lib.from_dict(config_lib.ExperimentConfig, json.loads(pathlib.Path(path).read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
+        raise SystemExit(f"--config {path}: {error}") from error
+
+
+def load_config(name: str, overrides: list[str]) -> config_lib.ExperimentConfig:
+    """The config ``experiments/configs/<name>.py``, or the one saved in a JSON file (a run's
+    ``config.json``, which repeats that run), with ``--set`` overrides applied in order.
+
+    Raises SystemExit with a one-line message for an unknown name, a module that is not a
+    config, a file that cannot be read or is not a config, or an override with an unknown
+    key, a wrong type or a value out of range.
+    """
+    from_file = is_config_file(name)
+    config = _config_file(name) if from_file else _config_module(name)
     for assignment in overrides:
         try:
             config = config_lib.override(config, assignment)
@@ -43,12 +73,37 @@ def load_config(name: str, overrides: list[str]) -> config_lib.ExperimentConfig:
     try:
         config_lib.check(config)
     except ValueError as error:
-        raise SystemExit(f"config {name!r}{' with its --set overrides' if overrides else ''}: {error}") from error
+        what = f"--config {name}" if from_file else f"config {name!r}"
+        raise SystemExit(f"{what}{' with its --set overrides' if overrides else ''}: {error}") from error
     return config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="default",
-                        help="experiments/configs/<name>.py (default, ka_dev, glassbench_inh, glassbench_cage)")
+                        help="experiments/configs/<name>.py (default, ka_dev, glassbench_inh, glassbench_cage), "
+                             "or a run's config.json to repeat it")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set model.width=64 (repeatable)")
+
+
+def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--frames`` and ``--type-map``, parsed into ``args.format`` (str or None),
+    ``args.frames`` (:func:`eignn_jax.formats.parse_frames`) and ``args.type_map`` (:func:`eignn_jax.formats.parse_type_map`),
+    as the command-line tools that read configurations take them."""
+
+    def parsed(parse: Callable[[str], object]) -> Callable[[str], object]:
+        def convert(text: str) -> object:
+            try:
+                return parse(text)
+            except ValueError as error:     # argparse shows an ArgumentTypeError's own message
+                raise argparse.ArgumentTypeError(str(error)) from None
+        return convert
+
+    parser.add_argument("--format", choices=list(formats.FORMATS), default=None,
+                        help="format of every input file (default: from each extension: "
+                             + ", ".join(f"{' '.join(s)} {n}" for n, s in formats.FORMATS.items()) + ")")
+    parser.add_argument("--frames", type=parsed(formats.parse_frames), default=None,
+                        help="frames of trajectory files to read: 3, -1, 1,4,7 or 0:10:2 (default: all)")
+    parser.add_argument("--type-map", type=parsed(formats.parse_type_map), default=None,
+                        help="which file species is A and which B, e.g. 0:A,1:B or Ni:A,P:B "
+                             "(default: 1:A,2:B,A:A,B:B)")

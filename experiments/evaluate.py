@@ -4,7 +4,9 @@
     python -m experiments.evaluate --workdir runs/ka_dev --data /path/to/other/folder
 
 Without --data the run's own test split is used; with it, every file of that folder.
-Writes pcc.csv and pcc.png.
+Writes pcc.csv and the figures pcc.png (Pcc against time), scatter.png (predicted against
+true propensity, one panel per time scale) and map.png (a slab of the first configuration
+coloured by true and by predicted propensity).
 """
 
 import argparse
@@ -15,7 +17,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a trained run directory")
     parser.add_argument("--data", default=None, help="folder of GlassBench-layout files to evaluate on")
-    parser.add_argument("--out", default=None, help="where to write pcc.csv and pcc.png")
+    parser.add_argument("--out", default=None, help="where to write pcc.csv and the figures")
     args = parser.parse_args(argv)
 
     from eignn_jax import dataset, experiment

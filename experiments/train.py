@@ -2,8 +2,11 @@
 
     python -m experiments.train --config default --workdir runs/default
     python -m experiments.train --config ka_dev --workdir runs/ka_dev --set model.variant=invariant
+    python -m experiments.train --config runs/ka_dev/config.json --workdir runs/ka_dev_again
 
-Re-running with the same --workdir resumes from the latest checkpoint.
+Re-running with the same --workdir resumes from the latest checkpoint. --config takes a
+config name or the config.json of a run, which repeats that run (--set still applies).
+TensorBoard events of each epoch: --set train.tensorboard=true (pip install 'eignn_jax[tensorboard]').
 
 Data-parallel over all local devices: --set train.data_parallel=true (batch_size divisible
 by the device count). Several hosts: start one process per host (or per GPU) with
@@ -49,7 +52,8 @@ def main(argv=None) -> None:
                 print(f"evaluate with one process: python -m experiments.evaluate --workdir {args.workdir}")
         elif not args.no_eval:
             experiment.evaluate(args.workdir)
-    except (dataset.DataError, ValueError, FileNotFoundError, OSError) as error:
+    except (dataset.DataError, ValueError, FileNotFoundError, OSError, ImportError) as error:
+        # ImportError: an optional extra that the config asks for is not installed.
         sys.exit(f"error: {error}")
 
 

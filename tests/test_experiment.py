@@ -58,7 +58,8 @@ def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, c
     assert {r["model"] for r in rows} == {"EIGNN", experiment.BASELINE_NAME}
     assert len(rows) == 2 * 8
     assert all(np.isfinite(float(r["pcc_all"])) for r in rows)
-    assert (workdir / "pcc.png").stat().st_size > 1000
+    for figure in ("pcc.png", "scatter.png", "map.png"):
+        assert (workdir / figure).stat().st_size > 1000
     assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
 
     # Transfer: every file of another GlassBench-layout folder.
@@ -67,7 +68,8 @@ def test_train_then_evaluate_on_the_test_split_and_on_another_folder(tmp_path, c
     for path in sorted(DEFAULT_DATA.glob("*.npz"))[:2]:
         shutil.copy(path, other)
     evaluate_main.main(["--workdir", str(workdir), "--data", str(other)])
-    assert (workdir / "eval_other" / "pcc.csv").exists()
+    for output in ("pcc.csv", "pcc.png", "scatter.png", "map.png"):
+        assert (workdir / "eval_other" / output).exists()
 
     # Re-running a finished run resumes (nothing left to do) and gives the same table.
     train_main.main(["--config", "default", "--workdir", str(workdir)] + [f"--set={s}" for s in TINY])
@@ -82,6 +84,40 @@ def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
     train_main.main(args)
     with pytest.raises(SystemExit, match="different config"):
         train_main.main(args + ["--set=model.width=12"])
+
+
+@pytest.mark.slow
+def test_a_run_is_repeated_from_its_own_config_json(trained_run, tmp_path):
+    saved = json.loads((trained_run / "config.json").read_text())
+    again = tmp_path / "again"
+    train_main.main(["--config", str(trained_run / "config.json"), "--workdir", str(again), "--no-eval"])
+    # The same run: same data, split, model (with its fitted input scales) and training.
+    assert json.loads((again / "config.json").read_text()) == saved
+    assert [json.loads(line)["train_loss"] for line in (again / "metrics.jsonl").read_text().splitlines()] == \
+        [json.loads(line)["train_loss"] for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    # --set applies on top of the saved config, and changes only what it names.
+    changed = tmp_path / "changed"
+    train_main.main(["--config", str(trained_run / "config.json"), "--workdir", str(changed), "--no-eval",
+                     "--set=train.seed=7"])
+    expected = json.loads(json.dumps(saved))
+    expected["train"]["seed"] = 7
+    assert json.loads((changed / "config.json").read_text()) == expected
+
+
+def test_a_config_file_that_is_not_a_config_is_a_clear_error(tmp_path):
+    args = ["--workdir", str(tmp_path / "run"), "--no-eval"]
+    with pytest.raises(SystemExit, match="missing.json"):
+        train_main.main(["--config", str(tmp_path / "missing.json")] + args)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="broken.json"):
+        train_main.main(["--config", str(tmp_path / "broken.json")] + args)
+    (tmp_path / "other.json").write_text(json.dumps({"name": "x", "trian": {}}))
+    with pytest.raises(SystemExit, match="trian"):
+        train_main.main(["--config", str(tmp_path / "other.json")] + args)
+    (tmp_path / "good.json").write_text(json.dumps(config_lib.to_dict(load_config("default", []))))
+    with pytest.raises(SystemExit, match="train.epochs"):
+        train_main.main(["--config", str(tmp_path / "good.json"), "--set=train.epochs=0"] + args)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_data_folder_is_a_clear_error(tmp_path):

@@ -90,9 +90,16 @@ def test_a_bad_value_stops_training_before_the_workdir_is_written(tmp_path):
     assert not workdir.exists()
 
 
-@pytest.mark.parametrize("name", ["__init__", "default.py", "", "configs.default", "../default", "common"])
+@pytest.mark.parametrize("name", ["__init__", "default.py", "", "configs.default", "common"])
 def test_config_names_that_are_not_config_modules_are_refused(name):
     with pytest.raises(SystemExit, match="unknown config .*choose one of .*'default'"):
+        common.load_config(name, [])
+
+
+@pytest.mark.parametrize("name", ["../default", "configs/default.json", "missing.json"])
+def test_config_paths_that_are_not_files_are_named(name):
+    """A path-like --config is read as a run's config.json, never imported as a module."""
+    with pytest.raises(SystemExit, match=rf"--config {re.escape(name)}: no such file.*'default'"):
         common.load_config(name, [])
 
 
