@@ -1,5 +1,6 @@
 """Shared fixtures: real dev configurations from the embedded default data, small models."""
 
+import json
 import pathlib
 
 import jax
@@ -66,3 +67,15 @@ def trained_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     train_main.main(["--config", "default", "--workdir", str(workdir), "--no-eval"] + TINY_TRAINING)
     return workdir
+
+
+class Interrupt(Exception):
+    """Raised by :func:`interrupt_after_epoch` to stop a training as a kill would."""
+
+
+def interrupt_after_epoch(epoch: int):
+    """A ``log`` for ``training.train`` that raises :class:`Interrupt` once ``epoch``'s metrics line is logged."""
+    def log(line: str) -> None:
+        if line.startswith("{") and json.loads(line)["epoch"] == epoch:
+            raise Interrupt
+    return log

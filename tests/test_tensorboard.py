@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from eignn_jax import graph as graph_lib, training
 from eignn_jax.config import TrainConfig
 from experiments import train as train_main
-from tests.conftest import TINY_TRAINING, small_model_config
+from tests.conftest import TINY_TRAINING, Interrupt, interrupt_after_epoch, small_model_config
 
 TIMES = [0.13, 0.4, 1.3, 4.0, 8.0, 13.0, 25.0, 40.0]   # the embedded data's time scales
 
@@ -67,16 +67,9 @@ def test_a_resumed_training_logs_each_epoch_once(default_files, tmp_path):
     model_config = small_model_config(graphs, width=8, num_layers=1)
     config = TrainConfig(epochs=3, lr_decay_epochs=(), tensorboard=True)
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt_after_epoch_2(line):
-        if line.startswith("{") and json.loads(line)["epoch"] == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
         training.train(model_config, config, graphs[:2], graphs[2:], tmp_path, {"times": TIMES},
-                       log=interrupt_after_epoch_2)
+                       log=interrupt_after_epoch(2))
     training.train(model_config, config, graphs[:2], graphs[2:], tmp_path, {"times": TIMES}, log=lambda _: None)
     logged, lines = scalars(tmp_path / training.TENSORBOARD_DIR), records(tmp_path)
     # Epoch 2, logged before the interruption and again on resuming, is read once.

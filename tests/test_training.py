@@ -10,7 +10,7 @@ import pytest
 
 from eignn_jax import dataset, graph as graph_lib, training
 from eignn_jax.model import EIGNN
-from tests.conftest import small_model_config
+from tests.conftest import Interrupt, interrupt_after_epoch, small_model_config
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
 pytestmark = pytest.mark.slow
@@ -93,16 +93,9 @@ def test_interrupted_training_resumes_to_the_same_result(default_files, tmp_path
     straight = training.train(model_config, train_config, train_graphs, test_graphs,
                               tmp_path / "straight", {"name": "test"}, log=lambda _: None)
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt_after_epoch_2(line):
-        if line.startswith("{") and json.loads(line)["epoch"] == 2:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
         training.train(model_config, train_config, train_graphs, test_graphs,
-                       tmp_path / "resumed", {"name": "test"}, log=interrupt_after_epoch_2)
+                       tmp_path / "resumed", {"name": "test"}, log=interrupt_after_epoch(2))
     messages = []
     resumed = training.train(model_config, train_config, train_graphs, test_graphs,
                              tmp_path / "resumed", {"name": "test"}, log=messages.append)

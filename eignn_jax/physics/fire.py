@@ -197,7 +197,7 @@ def steps(state: FireState, force_field: ForceField, model, parameters: FirePara
         keep_going, lambda s: _step(s, force_field, model, parameters), state)
 
 
-# How the driver of eignn_jax.physics.minimise runs FIRE (see its _Minimiser).
+# How the driver of eignn_jax.physics.minimise runs FIRE (see its _Driver).
 
 def rebuild_at(state: FireState):
     """[N, 3], σ: where the next model must be valid (the current positions)."""

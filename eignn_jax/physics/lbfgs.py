@@ -278,7 +278,7 @@ def steps(state: LbfgsState, force_field: ForceField, model, parameters: LbfgsPa
         keep_going, lambda s: _step(s, force_field, model, parameters), state)
 
 
-# How the driver of eignn_jax.physics.minimise runs L-BFGS (see its _Minimiser).
+# How the driver of eignn_jax.physics.minimise runs L-BFGS (see its _Driver).
 
 def rebuild_at(state: LbfgsState):
     """[N, 3], σ: where the next model must be valid (the next trial point)."""
