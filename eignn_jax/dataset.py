@@ -7,7 +7,8 @@ read by the same code:
 * GlassBench (published benchmark): ``KA_models/T{T}/{train,test}/N4096T{T}_{i}.npz``
   with keys ``types``, ``initial_positions``, ``initial_positions_inherent``,
   sometimes ``initial_positions_cage``, ``md_prop`` [10, N], ``bb_prop`` and,
-  in test files, predictions of published models under arbitrary keys.  These
+  in test files, predictions of published models under their names
+  (:data:`PUBLISHED_MODELS`, read as :attr:`Configuration.published`).  These
   files carry no ``box`` and no ``times``: the box follows from the number
   density 1.2 and the times are GlassBench's grid of the temperature in the file's name
   or folder (:data:`GLASSBENCH_TIME_GRIDS`).
@@ -39,6 +40,7 @@ from eignn_jax.physics.neighbours import neighbour_pairs
 __all__ = [
     "GLASSBENCH_TIMES",
     "MIN_SEPARATION",
+    "PUBLISHED_MODELS",
     "Configuration",
     "DataError",
     "configuration_arrays",
@@ -70,6 +72,14 @@ MIN_SEPARATION = 0.5
 a Kob–Andersen pair there costs 10³–10⁴ ε, while the closest pair of real data (dev set,
 T = 0.64, initial and inherent structures) is 0.75 σ apart. Catches duplicates, overlaps and
 coordinates in other units (e.g. scaled [0, 1) coordinates with a box in σ)."""
+
+PUBLISHED_MODELS: tuple[str, ...] = ("BOTAN", "CAGE", "GlassMLP", "SE3")
+"""Keys under which GlassBench test files carry other models' per-particle predictions, each
+[T', N] float (one row per time scale, in any units: a Pearson correlation ignores affine
+scales); the names are those of the published Pcc tables (public EIGNN repository,
+``results/pcc_*_TTT.csv``). Only these names count as predictions: other float [T, N] arrays
+of a file are labels or descriptors (``bb_prop`` is one), not a model's output, so they stay
+plain :attr:`Configuration.extras`."""
 
 # Keys with a dedicated Configuration attribute; everything else goes to `extras`.
 _KEY_TYPES = "types"
@@ -150,6 +160,16 @@ class Configuration:
     def n_particles(self) -> int:
         """Number of particles N."""
         return int(self.types.shape[0])
+
+    @property
+    def published(self) -> dict[str, np.ndarray]:
+        """Other models' predictions the file carries: {name: [T', N] float (dtype as
+        stored)} for the names of :data:`PUBLISHED_MODELS` among ``extras``, in that order.
+
+        Read-time checks: float, 2-D with N columns, finite. Whether T' is the labels' T is
+        checked by whoever scores them (a file may hold predictions for fewer time scales).
+        """
+        return {name: self.extras[name] for name in PUBLISHED_MODELS if name in self.extras}
 
     @property
     def is_type_a(self) -> np.ndarray:
@@ -319,6 +339,17 @@ def _check_propensity(path: str, prop: np.ndarray, n: int) -> None:
         )
 
 
+def _check_prediction(path: str, key: str, prediction: np.ndarray, n: int) -> None:
+    """A published model's predictions (:data:`PUBLISHED_MODELS`): [T', N] float, finite."""
+    if prediction.ndim != 2 or prediction.shape[1] != n or prediction.shape[0] == 0:
+        raise DataError(
+            path, key, f"predictions of a published model must have shape [T, N] with N = {n}, "
+            f"T >= 1 (one row per time scale); got {prediction.shape}"
+        )
+    _check_floating(path, key, prediction)
+    _check_finite(path, key, prediction)
+
+
 def _check_displacement(path: str, disp: np.ndarray, n: int) -> None:
     """md_disp: [T, N, 3] float, finite."""
     if disp.ndim != 3 or disp.shape[1:] != (n, 3):
@@ -430,6 +461,9 @@ def configuration_from_arrays(
         # Its layout differs between GlassBench releases; only its values are checked.
         _check_floating(path, _KEY_BB_PROPENSITY, arrays[_KEY_BB_PROPENSITY])
         _check_finite(path, _KEY_BB_PROPENSITY, arrays[_KEY_BB_PROPENSITY])
+    for key in PUBLISHED_MODELS:
+        if key in arrays:
+            _check_prediction(path, key, arrays[key], n)
     times = _parse_times(path, arrays.get(_KEY_TIMES), _label_count(path, arrays))
 
     raw_box = arrays.get(_KEY_BOX)
@@ -644,6 +678,19 @@ def folder_meta(folder: str | os.PathLike) -> dict | None:
     if not isinstance(meta, dict):
         raise DataError(path, FILE_FIELD, f"expected a JSON object, got {type(meta).__name__}")
     return meta
+
+
+def tau_alpha_time_index(times: np.ndarray, folder: pathlib.Path) -> int:
+    """Index into ``times`` [T] (τ, > 0) of the time scale nearest τ_α, for figures that show
+    one time scale: the one nearest, on a log scale, the τ_α recorded in ``folder``'s meta.json (``tau_alpha_assumed``,
+    written by ``experiments.simulate``), else the middle one.
+
+    Raises DataError naming a meta.json that is not a JSON object.
+    """
+    tau_alpha = (folder_meta(folder) or {}).get(META_TAU_ALPHA)
+    if isinstance(tau_alpha, (int, float)) and not isinstance(tau_alpha, bool) and tau_alpha > 0:
+        return int(np.argmin(np.abs(np.log(np.asarray(times) / tau_alpha))))
+    return len(times) // 2
 
 
 def split_paths(

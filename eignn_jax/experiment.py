@@ -8,7 +8,8 @@ A run directory (``workdir``) holds:
   data_provenance.json  how its data were made (:func:`data_provenance`)
   metrics.jsonl    one JSON line per epoch
   tensorboard/     the same per epoch as TensorBoard events (with train.tensorboard=true)
-  pcc.csv, pcc.png evaluation of the trained model and the |d| baseline
+  pcc.csv, pcc.png evaluation of the trained model, the |d| baseline and the published models
+                   whose predictions the evaluated files carry
   scatter.png, map.png  predicted against true propensity; a slab of the first test file
   pcc_provenance.json   what that evaluation ran on
 """
@@ -16,6 +17,7 @@ A run directory (``workdir``) holds:
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import pathlib
@@ -245,17 +247,31 @@ def _template_graph(num_outputs: int):
 
 
 def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None,
-             out_dir: pathlib.Path | str | None = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Pcc(mean), Pcc(all) per time scale of the trained model and the |d| baseline.
+             out_dir: pathlib.Path | str | None = None, log: Callable[[str], None] = print,
+             published: pathlib.Path | str | None = None) -> list[dict]:
+    """Pcc(mean), Pcc(all) per time scale of the trained model, the |d| baseline and the
+    published models whose predictions the evaluated files carry.
 
     data: None → the run's own test split; else every file of that folder (transfer).
+    Published models (:attr:`dataset.Configuration.published`, e.g. CAGE in GlassBench test
+    files) are scored with the same metric on the same particles (type A) and time scales as
+    the model, each only if every evaluated file carries it (one log line names the files
+    that lack it otherwise); their rows join the table, pcc.csv and pcc.png.
+    published: a folder of published Pcc tables (:func:`read_published_pcc`); those of the
+    evaluated data's temperature (:func:`data_temperature`) are drawn as dashed reference
+    lines in pcc.png and printed under the table, on their own time grid. They are not
+    written to pcc.csv, which holds only what was scored here.
     Writes ``pcc.csv``, ``pcc.png``, ``scatter.png`` (the model's predicted against the true
     propensity of every scored particle, one panel per time scale), ``map.png`` (a slab of
     the first evaluated file coloured by true and by predicted propensity at the time scale
-    of :func:`map_time_index`) and ``pcc_provenance.json`` (the run, its checkpoint's
+    of :func:`eignn_jax.dataset.tau_alpha_time_index`) and ``pcc_provenance.json`` (the run, its checkpoint's
     epoch, the graph config, :func:`data_provenance` of the training and of the evaluated
     files) to ``out_dir`` (default: the workdir, or ``workdir/eval_<folder name>`` for
     another folder) and returns the rows.
+
+    Raises DataError naming the file and key for a published prediction without one row per
+    time scale of the labels, and ValueError naming the file for a temperature without
+    published tables, before any prediction is computed.
     """
     workdir = pathlib.Path(workdir)
     run = load_trained(workdir)
@@ -275,6 +291,11 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
             if run.metadata.get("imported_from") else ""))
     times = np.asarray(run.metadata["times"])
     check_label_times(paths, times, "the model's")
+    reference, temperature = None, None
+    if published is not None:
+        temperature = data_temperature(paths)
+        reference = read_published_pcc(published, temperature)
+    others = published_predictions(paths, len(times), log)
     files.writable_directory(out_dir)
     graphs = graph_lib.load_graphs(paths, run.config.graph, workdir / "graph_cache", progress=True)
     scored = sum(int(g.nodes["target_mask"].sum()) for g in graphs)
@@ -293,7 +314,7 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
 
     targets, masks = _targets(graphs)
     rows, tables = [], {}
-    for name, preds in ((run.config.name, predictions), (BASELINE_NAME, baseline)):
+    for name, preds in ((run.config.name, predictions), (BASELINE_NAME, baseline), *others.items()):
         if preds is None:
             continue
         table = tables[name] = metrics.pcc_table(preds, targets, masks)
@@ -301,9 +322,11 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
     provenance = {"run": str(workdir.resolve()), "epoch": run.metadata["epoch"] + 1,
                   "graph": to_dict(run.config.graph), "trained_on": run.metadata.get("data_provenance"),
-                  "evaluated_on": data_provenance(paths)}
+                  "evaluated_on": data_provenance(paths), "published_models_scored": list(others),
+                  "published_reference": None if reference is None else {
+                      "folder": str(pathlib.Path(published).resolve()), "temperature": temperature}}
     # The map: the first file, at one time scale; true values standardised like the model's.
-    k = map_time_index(times, paths[0].parent)
+    k = dataset.tau_alpha_time_index(times, paths[0].parent)
     first = graphs[0]
     map_panels = [
         (f"true, t = {times[k]:g} τ", plotting.z_scores(targets[0][:, k], masks[0]), "true propensity (z-score)"),
@@ -313,7 +336,9 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
                           out_dir / EVALUATION_PROVENANCE_NAME):
         metrics.write_pcc_csv(out_dir / "pcc.csv", rows)
         plotting.plot_pcc(rows, out_dir / "pcc.png",
-                          title=f"{run.config.name} on {len(paths)} configurations")
+                          title=f"{run.config.name} on {len(paths)} configurations",
+                          reference=reference,
+                          reference_label=f"published, T = {temperature:g}" if reference else "published")
         plotting.plot_propensity_scatter(
             np.concatenate([t[m] for t, m in zip(targets, masks)]),
             np.concatenate([p[m] for p, m in zip(predictions, masks)]),
@@ -324,21 +349,138 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
                                      path=out_dir / "map.png", title=paths[0].name)
         files.atomic_write(out_dir / EVALUATION_PROVENANCE_NAME, json.dumps(provenance, indent=1))
     log(format_table(rows))
+    if reference is not None:
+        log(f"published Pcc at T = {temperature:g} ({published}), on its own time grid, not the "
+            f"evaluated files' (dashed in pcc.png):")
+        log(format_table(reference))
     log(f"wrote {out_dir / 'pcc.csv'} and {', '.join(figures)} beside it")
     return rows
 
 
-def map_time_index(times: np.ndarray, folder: pathlib.Path) -> int:
-    """Index into ``times`` [T] (τ, > 0) of the time scale a propensity map shows: the one
-    nearest, on a log scale, the τ_α recorded in ``folder``'s meta.json (``tau_alpha_assumed``,
-    written by ``experiments.simulate``), else the middle one.
+def published_predictions(paths: Sequence[pathlib.Path], n_times: int,
+                          log: Callable[[str], None] = print) -> dict[str, list[np.ndarray]]:
+    """The published models' predictions to score beside the model: {name: [N_k, T] float
+    per file of ``paths``}, for each of :data:`dataset.PUBLISHED_MODELS` that every file
+    carries (:attr:`dataset.Configuration.published`); rows transposed to the graphs'
+    particle-major layout, particles in file order like the labels.
 
-    Raises DataError naming a meta.json that is not a JSON object.
+    A model that only some files carry is not scored: one log line names the files that
+    lack it. Raises DataError naming the file and key when a carried array has not
+    ``n_times`` rows (one per time scale of the labels): its rows could not be matched to
+    the label times.
     """
-    tau_alpha = (dataset.folder_meta(folder) or {}).get(dataset.META_TAU_ALPHA)
-    if isinstance(tau_alpha, (int, float)) and not isinstance(tau_alpha, bool) and tau_alpha > 0:
-        return int(np.argmin(np.abs(np.log(np.asarray(times) / tau_alpha))))
-    return len(times) // 2
+    carried: dict[str, list[np.ndarray]] = {}
+    lacking: dict[str, list[str]] = {}
+    for path in paths:
+        config = dataset.load_configuration(path)
+        for name in dataset.PUBLISHED_MODELS:
+            prediction = config.published.get(name)
+            if prediction is None:
+                lacking.setdefault(name, []).append(path.name)
+                continue
+            if prediction.shape[0] != n_times:
+                raise dataset.DataError(
+                    path, name, f"has {prediction.shape[0]} rows but the labels have T = {n_times} "
+                    f"time scales: a published prediction is scored with one row per time scale")
+            carried.setdefault(name, []).append(prediction.T)
+    for name in carried:
+        if name in lacking:
+            names = lacking[name]
+            log(f"{name}: not scored: {len(names)} of the {len(paths)} evaluated files lack it "
+                f"({', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''})")
+    scored = {name: predictions for name, predictions in carried.items() if name not in lacking}
+    if scored:
+        log(f"also scored on the same type-A particles and time scales: {', '.join(scored)} "
+            f"(predictions the evaluated files carry)")
+    return scored
+
+
+def data_temperature(paths: Sequence[pathlib.Path]) -> float:
+    """The temperature (ε/k_B, 2 decimals) of the files at ``paths``: each file's GlassBench
+    name or folder (:func:`dataset.glassbench_temperature`), else the ``T`` of its folder's
+    meta.json.
+
+    Raises ValueError naming a file whose temperature neither states, or the files of two
+    different temperatures.
+    """
+    found: dict[float, pathlib.Path] = {}
+    for path in map(pathlib.Path, paths):
+        temperature = dataset.glassbench_temperature(path)
+        if temperature is None:
+            meta_t = (dataset.folder_meta(path.parent) or {}).get("T")
+            if isinstance(meta_t, (int, float)) and not isinstance(meta_t, bool):
+                temperature = round(float(meta_t), 2)
+        if temperature is None:
+            raise ValueError(f"{path}: its temperature is unknown: neither its name or folder is "
+                             f"GlassBench's (N4096T0.44_7.npz, T0.44/) nor does "
+                             f"{path.parent / dataset.META_NAME} give T")
+        found.setdefault(temperature, path)
+    if len(found) > 1:
+        raise ValueError("the evaluated files are at different temperatures: " + ", ".join(
+            f"T = {t:g} ({p})" for t, p in found.items()))
+    return next(iter(found))
+
+
+# Published Pcc tables, one pair per temperature T: pcc_all_TTT.csv and pcc_mean_TTT.csv
+# (TTT = 100 T, e.g. 044), columns t and one per model (public EIGNN repository, results/).
+PUBLISHED_TABLES = ("pcc_all", "pcc_mean")
+# pcc_mean_044.csv calls SE3 "SE(3)-GNN"; pcc_all_044.csv and every other table say SE3.
+_PUBLISHED_ALIASES = {"SE(3)-GNN": "SE3"}
+
+
+def read_published_pcc(folder: pathlib.Path | str, temperature: float) -> list[dict]:
+    """Published Pcc rows of ``temperature`` from ``folder``'s ``pcc_all_TTT.csv`` and
+    ``pcc_mean_TTT.csv`` (TTT = 100 T, zero-padded: 044 for T = 0.44).
+
+    Returns rows {model, time (τ, the table's own grid), pcc_mean, pcc_all} per model and
+    time, models in the order of pcc_all's columns, then those only pcc_mean lists
+    (``SE(3)-GNN`` read as ``SE3``); a metric the other table does not list a model for is nan.
+    Raises ValueError naming the file when it does not exist (with the temperatures the
+    folder has tables for) or is not a table of numbers headed by ``t``, or when the two
+    files list different times.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such directory of published Pcc tables")
+    code = f"{round(temperature * 100):03d}"
+    tables = {}
+    for metric in PUBLISHED_TABLES:
+        path = folder / f"{metric}_{code}.csv"
+        if not path.is_file():
+            have = sorted(int(p.stem.rsplit("_", 1)[1]) / 100 for p in folder.glob(f"{metric}_[0-9][0-9][0-9].csv"))
+            raise ValueError(f"{path}: no published Pcc table for T = {temperature:g} (this folder has "
+                             f"them for T = {', '.join(f'{t:g}' for t in have) or 'none'})")
+        tables[metric] = _read_published_table(path)
+    (times_all, all_), (times_mean, mean) = tables["pcc_all"], tables["pcc_mean"]
+    paths = f"{folder / f'pcc_all_{code}.csv'} and pcc_mean_{code}.csv"
+    if len(times_all) != len(times_mean) or not np.allclose(times_all, times_mean, rtol=1e-6):
+        raise ValueError(f"{paths} list different times: {times_all} and {times_mean}")
+    # At T = 0.44 pcc_all also lists simple descriptors (SBO, DEN, ...) that pcc_mean lacks.
+    missing = np.full(len(times_all), np.nan)
+    return [{"model": model, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
+            for model in dict.fromkeys([*all_, *mean])
+            for t, m, a in zip(times_all, mean.get(model, missing), all_.get(model, missing))]
+
+
+def _read_published_table(path: pathlib.Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(times [K] τ, {model: Pcc [K]}) of one published table; ValueError naming the file."""
+    with open(path, newline="") as handle:
+        lines = [line for line in csv.reader(handle) if line]
+    if not lines or lines[0][0].strip() != "t" or len(lines[0]) < 2 or len(lines) < 2:
+        raise ValueError(f"{path}: expected a header 't,<model>,...' and one row per time")
+    models = [_PUBLISHED_ALIASES.get(name.strip(), name.strip()) for name in lines[0][1:]]
+    if len(set(models)) != len(models):
+        raise ValueError(f"{path}: a model appears twice in the header {lines[0]}")
+    for k, line in enumerate(lines[1:], start=2):
+        if len(line) != len(models) + 1:
+            raise ValueError(f"{path}: line {k} has {len(line)} cells under a header of {len(models) + 1}")
+    try:
+        values = np.array([[float(cell) for cell in line] for line in lines[1:]], dtype=np.float64)
+    except ValueError as error:
+        raise ValueError(f"{path}: not a table of numbers ({error})") from None
+    if not (np.all(values[:, 0] > 0) and np.all(np.diff(values[:, 0]) > 0)):
+        raise ValueError(f"{path}: times must be positive and increasing, got {values[:, 0]}")
+    return values[:, 0], {model: values[:, k + 1] for k, model in enumerate(models)}
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -435,7 +577,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
     ``out_dir/<stem>.dump`` (LAMMPS text dump, :func:`formats.format_lammps_dump`: ``id type
     x y z`` and one column per time, ``d_prop_0 … d_prop_{T−1}``). For the first configuration
     also ``out_dir/map.png``: a slab of it coloured by the predicted propensity at the time
-    scale of :func:`map_time_index`. Returns the npz paths.
+    scale of :func:`eignn_jax.dataset.tau_alpha_time_index`. Returns the npz paths.
 
     Outputs never replace an input or each other (clashing names get the input's folder
     name as a prefix; see :func:`prediction_paths`).
@@ -527,7 +669,7 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
                                           config.box, {f"d_{name}": values for name, values in columns.items()})
         if target == targets[0]:
             # One map, of the first configuration: a look at the predictions that costs little.
-            k = map_time_index(times, path.parent)
+            k = dataset.tau_alpha_time_index(times, path.parent)
             plotting.plot_propensity_map(
                 config.positions, config.box, config.is_type_a,
                 [(f"predicted, t = {times[k]:g} τ", (propensity if scaled else standardised)[:, k],

@@ -58,46 +58,67 @@ def _rows_by_model(rows: Iterable[dict]) -> dict:
     return result
 
 
-def _spreads_by_model(rows: Iterable[dict]) -> dict:
-    """{model: pcc_all_std [T] sorted by time} for the models whose rows carry one."""
+def _spreads_by_model(rows: Iterable[dict], metric: str) -> dict:
+    """{model: ``<metric>_std`` [T] sorted by time} for the models whose rows carry one."""
     grouped = defaultdict(list)
     for row in rows:
-        if "pcc_all_std" in row:
-            grouped[str(row["model"])].append((float(row["time"]), float(row["pcc_all_std"])))
+        if f"{metric}_std" in row:
+            grouped[str(row["model"])].append((float(row["time"]), float(row[f"{metric}_std"])))
     return {model: np.array(sorted(values))[:, 1] for model, values in grouped.items()}
 
 
-def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None) -> Figure:
-    """Plot Pearson correlation against time, one colour per model, and save a PNG.
+def _model_colours(models: Sequence[str]) -> dict:
+    """One colour per model: the default cycle C0–C9, then tab20b (the published tables at
+    T = 0.44 alone hold 11 models, more than one cycle), one shade of each of its five hues
+    before the next shade, so that neighbours differ in hue."""
+    from matplotlib import colormaps
+    extra = colormaps["tab20b"]
+    return {model: f"C{k}" if k < 10 else extra((4 * (k - 10) + (k - 10) // 5) % 20)
+            for k, model in enumerate(models)}
+
+
+def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None,
+             reference: Iterable[dict] | None = None, reference_label: str = "published") -> Figure:
+    """Plot Pearson correlation against time and save a PNG: Pcc(all) (all configurations
+    pooled) in the left panel, Pcc(mean) (mean over configurations) in the right one.
 
     rows: dicts with model (str), time (float, LJ time units, > 0 for the log
-    axis), pcc_mean and pcc_all (float), optionally pcc_all_std (spread over runs,
-    drawn as a band). Solid lines show pcc_all (all configurations pooled),
-    dashed lines pcc_mean (mean over configurations).
+    axis), pcc_mean and pcc_all (float), optionally pcc_all_std / pcc_mean_std (spread over
+    runs, drawn as a band): solid lines with markers, one colour per model.
+    reference: rows of the same form from elsewhere (e.g. published tables), drawn as dashed
+    lines without markers on their own times and labelled "<model> (<reference_label>)"; a
+    model present in both keeps one colour.
     path: output PNG path (None: not saved).  title: optional figure title.
     """
-    grouped = _rows_by_model(rows)
-    figure = _new_figure(6.0, 4.2)
-    axes = figure.add_subplot(1, 1, 1)
-    colours = [f"C{k % 10}" for k in range(len(grouped))]
-    spreads = _spreads_by_model(rows)
-    for colour, (model, (time, pcc_all, pcc_mean)) in zip(colours, grouped.items()):
-        axes.plot(time, pcc_all, color=colour, linestyle="-", marker="o",
-                  markersize=3, label=f"{model} (all)")
-        if model in spreads:   # ± one standard deviation over runs (seeds)
-            axes.fill_between(time, pcc_all - spreads[model], pcc_all + spreads[model],
-                              color=colour, alpha=0.2, linewidth=0)
-        axes.plot(time, pcc_mean, color=colour, linestyle="--", marker="o",
-                  markersize=3, fillstyle="none", label=f"{model} (mean)")
-    axes.set_xscale("log")
-    axes.set_xlabel("t (LJ time units)")
-    axes.set_ylabel("Pearson correlation")
+    rows = list(rows)
+    reference = list(reference or ())
+    grouped, references = _rows_by_model(rows), _rows_by_model(reference)
+    colours = _model_colours(list(dict.fromkeys([*grouped, *references])))
+    figure = _new_figure(11.0 if reference else 9.5, 4.2, layout="constrained")
+    panels = figure.subplots(1, 2, sharex=True, sharey=True)
+    for axes, metric, column in ((panels[0], "pcc_all", 1), (panels[1], "pcc_mean", 2)):
+        spreads = _spreads_by_model(rows, metric)
+        for model, values in grouped.items():
+            time, pcc = values[0], values[column]
+            axes.plot(time, pcc, color=colours[model], linestyle="-", marker="o", markersize=3,
+                      label=model)
+            if model in spreads:   # ± one standard deviation over runs (seeds)
+                axes.fill_between(time, pcc - spreads[model], pcc + spreads[model],
+                                  color=colours[model], alpha=0.2, linewidth=0)
+        for model, values in references.items():
+            axes.plot(values[0], values[column], color=colours[model], linestyle="--",
+                      linewidth=1.2, label=f"{model} ({reference_label})")
+        axes.set_xscale("log")
+        axes.set_xlabel("t (LJ time units)")
+        axes.set_title("Pcc(all): particles of all configurations pooled" if metric == "pcc_all"
+                       else "Pcc(mean): mean over configurations", fontsize="medium")
+        axes.grid(True, which="major", alpha=0.3)
+    panels[0].set_ylabel("Pearson correlation")
     if title:
-        axes.set_title(title)
-    axes.grid(True, which="major", alpha=0.3)
-    if grouped:
-        axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
+        figure.suptitle(title)
+    if grouped or references:
+        figure.legend(*panels[0].get_legend_handles_labels(), loc="outside right upper",
+                      fontsize="small")
     if path is not None:
         _save_png(figure, path)
     return figure
@@ -221,6 +242,158 @@ def plot_propensity_map(positions: np.ndarray, box: np.ndarray, type_a: np.ndarr
         axes.set_title(panel_title, fontsize="medium")
         figure.colorbar(coloured, ax=axes, label=label, shrink=0.85)
     where = f"slab |z| < {slab:g} σ, type A coloured, type B grey"
+    figure.suptitle(f"{title}: {where}" if title else where, fontsize="medium")
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
+def plot_cosine_distributions(edges: np.ndarray, counts: np.ndarray, times: Sequence[float],
+                              path=None, title: str | None = None) -> Figure:
+    """Distributions of cos θ between d^MD(t) and d^equi, one step histogram per time scale,
+    coloured from early (dark) to late (light) (EIGNN paper §5.3, Fig. 9).
+
+    edges: [B + 1] bin edges of cos θ on [−1, 1].  counts: [T, B] particles per bin.
+    times: [T] (τ).  Each histogram is normalised to unit area (a probability density), so
+    time scales with different particle counts compare; the dotted line is the density 1/2 of
+    directions unrelated in 3-D (cos θ uniform on [−1, 1]).
+    path: output PNG (None: not saved).  title: figure title.
+    Raises ValueError if the shapes disagree.
+    """
+    edges, counts = np.asarray(edges, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape != (len(times), len(edges) - 1):
+        raise ValueError(f"counts must be [T, B] = [{len(times)}, {len(edges) - 1}], got {counts.shape}")
+    figure = _new_figure(6.0, 4.2)
+    axes = figure.add_subplot(1, 1, 1)
+    widths = np.diff(edges)
+    shades = np.linspace(0.0, 0.85, len(times)) if len(times) > 1 else [0.0]
+    for row, t, shade in zip(counts, times, shades):
+        total = row.sum()
+        density = row / (total * widths) if total > 0 else np.zeros_like(row)
+        axes.stairs(density, edges, color=_shade_colour(shade), linewidth=1.4, label=f"t = {t:g} τ")
+    axes.axhline(0.5, color="0.5", linestyle=":", linewidth=1.0, label="unrelated directions")
+    axes.set_xlim(edges[0], edges[-1])
+    axes.set_ylim(bottom=0.0)
+    axes.set_xlabel("cos θ  (d^MD(t), d^equi)")
+    axes.set_ylabel("probability density")
+    if title:
+        axes.set_title(title, fontsize="medium")
+    axes.legend(fontsize="small", loc="upper left", ncol=2)
+    figure.tight_layout()
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
+def _shade_colour(shade: float):
+    """Colour of a series at ``shade`` in [0, 1] along viridis (early/dark to late/light)."""
+    from matplotlib import colormaps   # the colour-map registry, without pyplot's global state
+    return colormaps["viridis"](float(shade))
+
+
+def plot_mean_cosine(times: Sequence[float], mean: np.ndarray, stderr: np.ndarray,
+                     mean_mobile: np.ndarray | None = None, path=None, title: str | None = None) -> Figure:
+    """Mean cos θ between d^MD(t) and d^equi against t (log axis) with ± one standard error
+    (EIGNN paper §5.3, Fig. 9); optionally the mean over the 10 % most mobile particles.
+
+    times: [T] (τ, > 0).  mean, stderr: [T].  mean_mobile: [T] or None.
+    path: output PNG (None: not saved).  title: figure title.
+    Raises ValueError if the shapes disagree.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    mean, stderr = np.asarray(mean, dtype=np.float64), np.asarray(stderr, dtype=np.float64)
+    if mean.shape != times.shape or stderr.shape != times.shape or (
+            mean_mobile is not None and np.shape(mean_mobile) != times.shape):
+        raise ValueError(f"mean, stderr (and mean_mobile) must be [T] with T = {len(times)}")
+    figure = _new_figure(6.0, 4.2)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.errorbar(times, mean, yerr=stderr, color="C0", marker="o", markersize=4, capsize=3,
+                  label="all selected particles (± standard error)")
+    if mean_mobile is not None:
+        axes.plot(times, mean_mobile, color="C3", marker="s", markersize=4, linestyle="--",
+                  label="10 % most mobile")
+    axes.axhline(0.0, color="0.5", linestyle=":", linewidth=1.0)
+    axes.set_xscale("log")
+    axes.set_xlabel("t (τ)")
+    axes.set_ylabel("mean cos θ  (d^MD(t), d^equi)")
+    if title:
+        axes.set_title(title, fontsize="medium")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small", loc="best")
+    figure.tight_layout()
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
+def _nice_scale(lengths: np.ndarray, target: float) -> float:
+    """A factor 1, 2 or 5 × 10^k that draws the 90th percentile of ``lengths`` (σ) at most
+    ``target`` σ long (1 when every length is 0)."""
+    typical = float(np.percentile(lengths, 90)) if len(lengths) else 0.0
+    if typical <= 0:
+        return 1.0
+    exact = target / typical
+    decade = 10.0 ** math.floor(math.log10(exact))
+    return max(step * decade for step in (1.0, 2.0, 5.0) if step * decade <= exact)
+
+
+def plot_displacement_slice(positions: np.ndarray, box: np.ndarray, type_a: np.ndarray,
+                            panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], slab: float = 1.0,
+                            path=None, title: str | None = None) -> Figure:
+    """Displacement arrows of the particles of a slab |z| < slab, seen along z (their x and y
+    components), one panel per vector field (EIGNN paper §5.3, Fig. 9).
+
+    positions: [N, 3] (σ, any periodic image; wrapped into [−L/2, L/2)).  box: [3] (σ).
+    type_a: [N] bool; B particles and their arrows are grey.
+    panels: side by side, each (title, vectors [N, 3] (σ), values [N] or None): with values
+      (cos θ), the A arrows are coloured by them on [−1, 1] (coolwarm, colour bar); without,
+      they are black. Each panel scales its arrows by its own factor 1, 2 or 5 × 10^k
+      (said in its title) so that most are about 0.8 σ long; the slab is drawn as small discs.
+    slab: half thickness (σ).  path: output PNG (None: not saved).  title: figure title start.
+    Raises ValueError if no particle lies in the slab or the shapes disagree.
+    """
+    box = periodic.as_box(box)
+    wrapped = periodic.wrap(periodic.as_positions(positions), box)
+    type_a = np.asarray(type_a, dtype=bool)
+    if type_a.shape != (len(wrapped),) or any(np.shape(v) != wrapped.shape for _, v, _ in panels) or any(
+            c is not None and np.shape(c) != type_a.shape for _, _, c in panels):
+        raise ValueError(f"type_a [N], every panel's vectors [N, 3] and values [N] must share N = {len(wrapped)}")
+    inside = np.abs(wrapped[:, 2]) < slab
+    if not inside.any():
+        raise ValueError(f"no particle within |z| < {slab} σ")
+    shown_a, shown_b = np.flatnonzero(inside & type_a), np.flatnonzero(inside & ~type_a)
+    norm = Normalize(vmin=-1.0, vmax=1.0)
+
+    figure = _new_figure(4.6 * len(panels), 4.6, layout="constrained")
+    for k, (panel_title, vectors, values) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), k + 1)
+        vectors = np.asarray(vectors, dtype=np.float64)
+        scale = _nice_scale(np.linalg.norm(vectors[inside, :2], axis=-1), 0.8)
+        for which, diameter in ((shown_b, _DIAMETER_B), (shown_a, _DIAMETER_A)):
+            discs = EllipseCollection(np.full(len(which), diameter / 2), np.full(len(which), diameter / 2),
+                                      np.zeros(len(which)), units="xy", offsets=wrapped[which, :2],
+                                      offset_transform=axes.transData, facecolors="0.92",
+                                      edgecolors="0.6", linewidths=0.3)
+            axes.add_collection(discs)
+        arrow = dict(angles="xy", scale_units="xy", scale=1.0 / scale, width=0.006, headwidth=3.5,
+                     headlength=4.0, headaxislength=3.5)
+        axes.quiver(wrapped[shown_b, 0], wrapped[shown_b, 1], vectors[shown_b, 0], vectors[shown_b, 1],
+                    color="0.6", **arrow)
+        if values is None:
+            axes.quiver(wrapped[shown_a, 0], wrapped[shown_a, 1], vectors[shown_a, 0], vectors[shown_a, 1],
+                        color="black", **arrow)
+        else:
+            coloured = axes.quiver(wrapped[shown_a, 0], wrapped[shown_a, 1], vectors[shown_a, 0],
+                                   vectors[shown_a, 1], np.asarray(values, dtype=np.float64)[shown_a],
+                                   cmap="coolwarm", norm=norm, **arrow)
+            figure.colorbar(coloured, ax=axes, label="cos θ with d^equi", shrink=0.8)
+        axes.set_xlim(-box[0] / 2, box[0] / 2)
+        axes.set_ylim(-box[1] / 2, box[1] / 2)
+        axes.set_aspect("equal")
+        axes.set_xlabel("x (σ)")
+        axes.set_ylabel("y (σ)")
+        axes.set_title(f"{panel_title}\narrows ×{scale:g}", fontsize="medium")
+    where = f"slab |z| < {slab:g} σ, xy components, type B grey"
     figure.suptitle(f"{title}: {where}" if title else where, fontsize="medium")
     if path is not None:
         _save_png(figure, path)

@@ -101,11 +101,11 @@ def test_map_without_a_particles_in_the_slab_is_an_error():
 
 def test_the_map_time_is_the_one_nearest_tau_alpha_else_the_middle(tmp_path):
     times = np.array([0.13, 0.4, 1.3, 4.0, 8.0, 13.0, 25.0, 40.0])
-    assert experiment.map_time_index(times, DEFAULT_DATA) == 4       # meta.json: τ_α = 7.8
-    assert experiment.map_time_index(times, tmp_path) == 4           # no meta.json: the middle one
+    assert dataset.tau_alpha_time_index(times, DEFAULT_DATA) == 4       # meta.json: τ_α = 7.8
+    assert dataset.tau_alpha_time_index(times, tmp_path) == 4           # no meta.json: the middle one
     (tmp_path / dataset.META_NAME).write_text(json.dumps({"tau_alpha_assumed": 30.0}))
-    assert experiment.map_time_index(times, tmp_path) == 6
-    assert experiment.map_time_index(times[:3], tmp_path) == 2
+    assert dataset.tau_alpha_time_index(times, tmp_path) == 6
+    assert dataset.tau_alpha_time_index(times[:3], tmp_path) == 2
 
 
 @pytest.mark.slow
