@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from eignn_jax import files
+from eignn_jax.physics import periodic
 from eignn_jax.physics.kob_andersen import DENSITY, box_from_density
 from eignn_jax.physics.neighbours import neighbour_pairs
 
@@ -661,6 +662,32 @@ def expand_inputs(
 # Beside the files of a generated data set: every parameter that made them (experiments.simulate).
 META_NAME = "meta.json"
 META_TAU_ALPHA = "tau_alpha_assumed"   # the τ_α (τ) a generated folder's time grid was built on
+
+
+MAX_MEDIAN_DISPLACEMENT = 1.0
+"""σ. Real Kob–Andersen data never reach it (dev set, T = 0.64: median |d_i| ≤ 0.22 σ); two
+arrays of one configuration in different particle orders give ≈ L/2."""
+
+
+def displacements(config: Configuration, kind: str) -> np.ndarray:
+    """d_i [N, 3] float64 (σ): from each particle to its position in the equilibrium
+    structure ``kind`` ('inherent' or 'cage'), the minimum image of r^equi_i − r_i: the
+    displacement EIGNN takes as input (paper §3) and the directional analysis compares with
+    d^MD (§5.3).
+
+    Raises DataError naming the file and key when the structure is missing or does not
+    belong to the configuration (median |d_i| > MAX_MEDIAN_DISPLACEMENT, e.g. another
+    particle order).
+    """
+    box = np.asarray(config.box, np.float64)
+    d = periodic.wrap(np.asarray(config.equilibrium(kind), np.float64) - np.asarray(config.positions, np.float64), box)
+    median = float(np.median(np.linalg.norm(d, axis=-1))) if len(d) else 0.0
+    if median > MAX_MEDIAN_DISPLACEMENT:
+        raise DataError(
+            config.path or "<in-memory configuration>", _EQUILIBRIUM_KEYS[kind],
+            f"the median distance from initial_positions to this {kind} structure is {median:.3g} σ "
+            f"(real data: below {MAX_MEDIAN_DISPLACEMENT} σ): are the two arrays in different particle orders?")
+    return d
 
 
 def folder_meta(folder: str | os.PathLike) -> dict | None:

@@ -33,8 +33,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from eignn_jax import dataset, files, plotting
-from eignn_jax.graph import MAX_MEDIAN_DISPLACEMENT
-from eignn_jax.physics import periodic
 
 MIN_NORM = 1e-8
 """σ. A displacement shorter than this has no direction worth the name (float32 ``md_disp``
@@ -59,18 +57,6 @@ _NO_DISPLACEMENT = ("GlassBench files carry no md_disp: the directional analysis
 # ----------------------------------------------------------------------------
 # Pure numpy analysis
 # ----------------------------------------------------------------------------
-
-
-def equilibrium_displacements(initial: np.ndarray, equilibrium: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """d^equi [N, 3] float64 (σ): the minimum image of equilibrium − initial, as in the graph.
-
-    initial, equilibrium: [N, 3] (σ, any periodic image).  box: [3] side lengths (σ).
-    Raises ValueError for shapes other than [N, 3] / [3] or non-finite values.
-    """
-    initial, equilibrium = periodic.as_positions(initial), periodic.as_positions(equilibrium)
-    if initial.shape != equilibrium.shape:
-        raise ValueError(f"initial {initial.shape} and equilibrium {equilibrium.shape} differ in shape")
-    return periodic.wrap(equilibrium - initial, periodic.as_box(box))
 
 
 def cosines(md_disp: np.ndarray, d_equi: np.ndarray, min_norm: float = MIN_NORM) -> np.ndarray:
@@ -205,19 +191,13 @@ def configuration_cosines(config: dataset.Configuration, kind: str = "inherent",
 
     Raises DataError naming the file and key: no ``md_disp``, no ``md_prop``, no structure of
     that kind, or one whose median distance from the initial positions exceeds
-    ``graph.MAX_MEDIAN_DISPLACEMENT`` (another particle order; the graph refuses it too).
+    ``dataset.MAX_MEDIAN_DISPLACEMENT`` (another particle order; see :func:`eignn_jax.dataset.displacements`).
     """
     path = config.path or "<in-memory configuration>"
     md_disp = md_displacements(config)
     if config.propensity is None:
         raise dataset.DataError(path, "md_prop", "needed to pick the most mobile particles")
-    d_equi = equilibrium_displacements(config.positions, config.equilibrium(kind), config.box)
-    median = float(np.median(np.linalg.norm(d_equi, axis=-1)))
-    if median > MAX_MEDIAN_DISPLACEMENT:
-        raise dataset.DataError(
-            path, f"initial_positions_{kind}",
-            f"the median distance from initial_positions to this {kind} structure is {median:.3g} σ "
-            f"(real data: below {MAX_MEDIAN_DISPLACEMENT} σ): are the two arrays in different particle orders?")
+    d_equi = dataset.displacements(config, kind)
     selected = np.ones(config.n_particles, bool) if all_types else config.is_type_a
     if not selected.any():
         raise dataset.DataError(path, "types", "holds no type-A particle (pass all_types to use every particle)")
@@ -290,7 +270,7 @@ def run(paths: Sequence[str | os.PathLike], out: str | os.PathLike, kind: str = 
     selection = "all particles" if all_types else "type A"
     what = f"{len(paths)} configuration(s), {kind} structures, {selection}"
     early, middle = 0, dataset.tau_alpha_time_index(times, paths[0].parent)
-    d_equi = equilibrium_displacements(first.positions, first.equilibrium(kind), first.box)
+    d_equi = dataset.displacements(first, kind)
     md_disp = md_displacements(first)
     first_cos = cosines(md_disp, d_equi)
     panels = [(f"d^MD, t = {times[k]:g} τ", md_disp[k], first_cos[k]) for k in dict.fromkeys((early, middle))]

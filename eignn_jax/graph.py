@@ -31,7 +31,7 @@ import jraph
 import numpy as np
 
 from eignn_jax import dataset, files, progress as progress_lib
-from eignn_jax.physics import kob_andersen, neighbours, periodic
+from eignn_jax.physics import kob_andersen, neighbours
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,6 @@ class GraphConfig:
 # Bounds that real Kob–Andersen data never reach (dev set, T = 0.64, the hottest GlassBench
 # temperature, initial and inherent structures: median |d_i| ≤ 0.22 σ, per-particle
 # energies ≤ −1.7 ε). Far beyond them a configuration is not the liquid the model knows.
-MAX_MEDIAN_DISPLACEMENT = 1.0   # σ; two arrays in different particle orders give ≈ L/2
 MAX_PARTICLE_ENERGY = 10.0      # ε; overlapping pairs give 10²–10⁴ ε
 
 
@@ -73,7 +72,7 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
     """One unpadded graph (numpy arrays) from one configuration; see the module docstring.
 
     Raises DataError naming the file and field when the equilibrium structure does not
-    belong to the configuration (median |d_i| > MAX_MEDIAN_DISPLACEMENT, e.g. another
+    belong to the configuration (median |d_i| > dataset.MAX_MEDIAN_DISPLACEMENT, e.g. another
     particle order), when a particle's energy exceeds MAX_PARTICLE_ENERGY, or when the box
     is too small for the cutoff.
     """
@@ -81,15 +80,8 @@ def build_graph(config: dataset.Configuration, graph_config: GraphConfig) -> jra
     kind = graph_config.equilibrium
     box = np.asarray(config.box, np.float64)
     initial = np.asarray(config.positions, np.float64)
-    equilibrium = np.asarray(config.equilibrium(kind), np.float64)
-    displacements = periodic.wrap(equilibrium - initial, box)
+    displacements = dataset.displacements(config, kind)
     relaxed = initial + displacements
-    median = float(np.median(np.linalg.norm(displacements, axis=-1)))
-    if median > MAX_MEDIAN_DISPLACEMENT:
-        raise dataset.DataError(
-            path, f"initial_positions_{kind}",
-            f"the median distance from initial_positions to this {kind} structure is {median:.3g} σ "
-            f"(real data: below {MAX_MEDIAN_DISPLACEMENT} σ): are the two arrays in different particle orders?")
     try:
         return _build(config, graph_config, box, initial, relaxed, displacements)
     except ValueError as error:

@@ -72,7 +72,8 @@ def test_equilibrium_displacement_is_the_minimum_image():
     box = np.array([10.0, 10.0, 10.0])
     initial = np.array([[4.9, 0.0, 0.0], [0.0, -4.95, 1.0]])
     relaxed = np.array([[-4.9, 0.1, 0.0], [0.0, 4.95, 1.2]])   # across the boundary
-    d = directional.equilibrium_displacements(initial, relaxed, box)
+    config = dataset.Configuration(path="", types=np.array([1, 2]), positions=initial, box=box, inherent=relaxed)
+    d = dataset.displacements(config, "inherent")
     np.testing.assert_allclose(d, [[0.2, 0.1, 0.0], [0.0, -0.1, 0.2]], atol=1e-12)
     np.testing.assert_array_equal(d, periodic.wrap(relaxed - initial, box))
 
