@@ -33,13 +33,36 @@ from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
 
 
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def prepare_step(model, graphs: list, seed: int = 0):
+    """(jitted train step, initial state, padded one-graph batches) for ``model`` on ``graphs``:
+    the training loop's optimizer (default ``TrainConfig``), padding and step."""
+    optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
+    budget = graph_lib.padding_budget(graphs)
+    batches = list(graph_lib.batches(graphs, budget, 1))
+    state = training.init_state(model, optimizer, batches[0], seed=seed)
+    return training.make_train_step(model, optimizer), state, batches
+
+
+def time_steps(step, state, batches: list, repeats: int):
+    """Run one step (compiling it), then ``repeats`` steady-state steps cycling over ``batches``.
+
+    Returns (state, first step's wall seconds incl. compilation, per-step wall seconds,
+    per-step CPU seconds). CPU time is the whole process's (all threads), so on a shared
+    machine it shows what the step itself used when wall time is inflated by other jobs.
+    """
+    started = time.perf_counter()
+    state, loss = step(state, batches[0])
+    loss.block_until_ready()
+    first = time.perf_counter() - started
+
+    wall, cpu = [], []
+    for k in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        state, loss = step(state, batches[k % len(batches)])
+        loss.block_until_ready()
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
+    return state, first, wall, cpu
 
 
 def benchmark_configurations(system: str, k: int, system_file: str | None) -> list[dataset.Configuration]:
@@ -79,24 +102,8 @@ def main() -> None:
     model_config = ModelConfig(width=args.width, num_layers=args.layers, l_max=2,
                                num_outputs=graphs[0].nodes["targets"].shape[1],
                                scales=fit_feature_scales(graphs))
-    model = EIGNN(model_config)
-    optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
-    budget = graph_lib.padding_budget(graphs)
-    batches = list(graph_lib.batches(graphs, budget, 1))
-    state = training.init_state(model, optimizer, batches[0], seed=0)
-    step = training.make_train_step(model, optimizer)
-
-    started = time.perf_counter()
-    state, loss = step(state, batches[0])
-    loss.block_until_ready()
-    first = time.perf_counter() - started
-
-    times = []
-    for k in range(args.repeats):
-        started = time.perf_counter()
-        state, loss = step(state, batches[k % len(batches)])
-        loss.block_until_ready()
-        times.append(time.perf_counter() - started)
+    step, state, batches = prepare_step(EIGNN(model_config), graphs)
+    state, first, times, _ = time_steps(step, state, batches, args.repeats)
     print(json.dumps({
         "benchmark": "train_step", "system": args.system, "n_particles": n, "n_edges": e,
         "width": args.width, "layers": args.layers, "l_max": 2,

@@ -214,8 +214,27 @@ def summarise_runs(tables: Sequence[Sequence[dict]]) -> list[dict]:
     return summary
 
 
+SEED_CSV_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", "pcc_all_std")
+
+
+def write_seed_csv(path, rows: Iterable[dict]) -> None:
+    """Write :func:`summarise_runs` rows to a CSV file with header
+    ``model,time,runs,pcc_mean,pcc_mean_std,pcc_all,pcc_all_std`` (means and sample
+    standard deviations over runs; time in LJ time units). The write is atomic.
+    Raises ValueError naming the columns a row lacks.
+    """
+    lines = [",".join(SEED_CSV_COLUMNS)]
+    for row in rows:
+        missing = [c for c in SEED_CSV_COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"row {row!r} lacks {missing}")
+        lines.append(",".join(str(row[c]) for c in SEED_CSV_COLUMNS))
+    files.atomic_write(path, "\n".join(lines) + "\n")
+
+
 __all__ = (
     "summarise_runs",
+    "write_seed_csv",
     "pearson",
     "pcc_table",
     "fit_linear_baseline",

@@ -514,3 +514,14 @@ class EIGNN(nn.Module):
         if cfg.decoder_dropout > 0:
             h = nn.Dropout(cfg.decoder_dropout, deterministic=not train)(h)
         return MLP([cfg.width, cfg.num_outputs], name="readout")(h)            # [N, T]
+
+
+def parameter_count(variables) -> int:
+    """Number of trainable scalars: the total size of the leaves of the 'params' collection.
+
+    ``variables`` is what ``module.init`` returns (or its 'params' collection alone). Other
+    collections, such as the public layout's BatchNorm running statistics ('batch_stats'),
+    are state rather than parameters and are not counted.
+    """
+    params = variables.get("params", variables) if hasattr(variables, "get") else variables
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))

@@ -57,20 +57,12 @@ def main(argv=None) -> None:
             plotting.plot_pcc(rows, out / "pcc.png")
             written = ["pcc.csv", "pcc.png"]
             if args.seeds:
-                write_seed_table(out / "pcc_seeds.csv", rows)
+                metrics.write_seed_csv(out / "pcc_seeds.csv", rows)
                 written.append("pcc_seeds.csv")
     except OSError as error:
         sys.exit(f"error: {error}")
     print(experiment.format_table(rows))
     print(f"wrote {', '.join(str(out / name) for name in written)}")
-
-
-SEED_COLUMNS = ("model", "time", "runs", "pcc_mean", "pcc_mean_std", "pcc_all", "pcc_all_std")
-
-
-def write_seed_table(path: pathlib.Path, rows: list[dict]) -> None:
-    lines = [",".join(SEED_COLUMNS)] + [",".join(str(row[c]) for c in SEED_COLUMNS) for row in rows]
-    files.atomic_write(path, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
