@@ -695,16 +695,25 @@ def folder_meta(folder: str | os.PathLike) -> dict | None:
 
     Raises DataError naming the file if it is not a JSON object.
     """
-    path = pathlib.Path(folder) / META_NAME
+    return read_json_object(pathlib.Path(folder) / META_NAME)
+
+
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """The JSON object in the file ``path`` (a folder's record: meta.json, equilibrate.json),
+    or None if there is no such file.
+
+    Raises DataError naming the file if it is not valid JSON or not a JSON object.
+    """
+    path = pathlib.Path(path)
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(path, FILE_FIELD, f"not valid JSON ({error})") from error
-    if not isinstance(meta, dict):
-        raise DataError(path, FILE_FIELD, f"expected a JSON object, got {type(meta).__name__}")
-    return meta
+    if not isinstance(content, dict):
+        raise DataError(path, FILE_FIELD, f"expected a JSON object, got {type(content).__name__}")
+    return content
 
 
 def tau_alpha_time_index(times: np.ndarray, folder: pathlib.Path) -> int:

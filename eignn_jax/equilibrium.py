@@ -175,14 +175,10 @@ def read_record(folder: pathlib.Path | str, names: Sequence[str] | None = None) 
     Raises DataError naming the record if it is not such a JSON object.
     """
     path = pathlib.Path(folder) / RECORD_NAME
-    if not path.is_file():
+    record = dataset.read_json_object(path)
+    if record is None:
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise dataset.DataError(path, dataset.FILE_FIELD, f"not valid JSON ({error})") from error
-    if not (isinstance(record, dict) and isinstance(record.get("files"), dict)
-            and isinstance(record.get("settings"), dict)):
+    if not (isinstance(record.get("files"), dict) and isinstance(record.get("settings"), dict)):
         raise dataset.DataError(path, dataset.FILE_FIELD, "not an equilibrate record (no 'files' and 'settings')")
     for name, entry in record["files"].items():
         if not (isinstance(entry, dict) and "source" in entry

@@ -93,9 +93,11 @@ def test_a_record_keeps_only_what_its_files_use_and_a_damaged_one_is_named(tmp_p
     assert "structures of 1 file(s) by lbfgs" in lines[0]
     assert "T 0.64" in lines[1] and "no equilibrate.json" in lines[1]
 
-    (out / equilibrium.RECORD_NAME).write_text("{not json")
-    with pytest.raises(dataset.DataError, match="equilibrate.json"):
-        experiment.data_provenance([out / first.name])
+    for damaged, message in (("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
+                             ('{"files": []}', "not an equilibrate record")):
+        (out / equilibrium.RECORD_NAME).write_text(damaged)
+        with pytest.raises(dataset.DataError, match=f"equilibrate.json.*{message}"):
+            experiment.data_provenance([out / first.name])
 
 
 def test_training_records_its_data_provenance_and_graph_config(tmp_path, monkeypatch):

@@ -98,9 +98,15 @@ def ka_model(positions, types, box, skin: float, capacity: int, dtype=jnp.float3
     shorter than 2 (2.5 σ_AA + skin) along some side or the inputs are malformed.
     """
     positions, types, box = periodic.as_system(positions, types, box)
-    pairs = neighbours.half_pairs(positions, types, box, kob_andersen.interaction_ranges(skin))
-    return KaModel(jnp.asarray(types), jnp.asarray(box, dtype),
-                   neighbours.half_list(*pairs, positions, skin, capacity, dtype))
+    return _ka_model(positions, types, box, skin, lambda pairs: capacity, dtype)
+
+
+def _ka_model(positions, types, box, skin: float, capacity_for, dtype) -> KaModel:
+    """:func:`ka_model` of checked inputs ([N, 3] float64, [N] int32, [3] float64);
+    ``capacity_for(pairs found)`` gives the slot count."""
+    centres, others, shifts = neighbours.half_pairs(positions, types, box, kob_andersen.interaction_ranges(skin))
+    pairs = neighbours.half_list(centres, others, shifts, positions, skin, capacity_for(len(centres)), dtype)
+    return KaModel(jnp.asarray(types), jnp.asarray(box, dtype), pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +159,7 @@ class _Driver:
 
     def build(self, positions, dtype) -> KaModel:
         """The model at ``positions`` ([N, 3] float64), its list grown if it would overflow."""
-        ranges = kob_andersen.interaction_ranges(self.config.skin)
-        centres, others, shifts = neighbours.half_pairs(positions, self.types, self.box, ranges)
-        pairs = neighbours.half_list(centres, others, shifts, positions, self.config.skin,
-                                     self.capacity.fit(len(centres)), dtype)
-        return KaModel(jnp.asarray(self.types), jnp.asarray(self.box, dtype), pairs)
+        return _ka_model(positions, self.types, self.box, self.config.skin, self.capacity.fit, dtype)
 
     def start(self, positions, dtype):
         """Initial state and model at ``positions`` ([N, 3] float64), in ``dtype``."""
