@@ -19,6 +19,7 @@ step, summed over the CPU threads) are printed, by op and by module / named scop
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -103,11 +104,14 @@ def main() -> None:
                                num_outputs=graphs[0].nodes["targets"].shape[1],
                                scales=fit_feature_scales(graphs))
     step, state, batches = prepare_step(EIGNN(model_config), graphs)
-    state, first, times, _ = time_steps(step, state, batches, args.repeats)
+    load_before = os.getloadavg()
+    state, first, times, cpu_times = time_steps(step, state, batches, args.repeats)
     print(json.dumps({
         "benchmark": "train_step", "system": args.system, "n_particles": n, "n_edges": e,
         "width": args.width, "layers": args.layers, "l_max": 2,
         "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+        "median_cpu_s": round(statistics.median(cpu_times), 4),
+        "load_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "first_step_s_incl_compile": round(first, 2), "compilations": step.traces,
         "steps": args.repeats, "devices": str(jax.devices()[0].platform)}), flush=True)
 
