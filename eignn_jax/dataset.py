@@ -40,6 +40,7 @@ from eignn_jax.physics.neighbours import neighbour_pairs
 
 __all__ = [
     "GLASSBENCH_TIMES",
+    "KEY_HALF_PROPENSITY",
     "MIN_SEPARATION",
     "PUBLISHED_MODELS",
     "Configuration",
@@ -92,6 +93,10 @@ _KEY_TIMES = "times"
 _KEY_BOX = "box"
 _KEY_DISPLACEMENT = "md_disp"
 _KEY_BB_PROPENSITY = "bb_prop"
+KEY_HALF_PROPENSITY = "md_prop_half"
+"""[2, T, N]: the propensity of each half of the iso-configurational runs (our generator
+writes it when R >= 2; GlassBench files do not have it). Its two rows give the split-half
+noise ceiling of Pcc (:func:`eignn_jax.metrics.split_half_ceiling`)."""
 _RESERVED_KEYS = frozenset(
     {_KEY_TYPES, _KEY_POSITIONS, _KEY_INHERENT, _KEY_CAGE, _KEY_PROPENSITY, _KEY_TIMES, _KEY_BOX}
 )
@@ -361,6 +366,16 @@ def _check_displacement(path: str, disp: np.ndarray, n: int) -> None:
     _check_finite(path, _KEY_DISPLACEMENT, disp)
 
 
+def _check_half_propensity(path: str, halves: np.ndarray, propensity: np.ndarray | None, n: int) -> None:
+    """md_prop_half: [2, T, N] float, finite, with the T of md_prop."""
+    expected = f"[2, T, N] with N = {n}" + (f", T = {propensity.shape[0]}" if propensity is not None else "")
+    if (halves.ndim != 3 or halves.shape[0] != 2 or halves.shape[2] != n
+            or (propensity is not None and halves.shape[1] != propensity.shape[0])):
+        raise DataError(path, KEY_HALF_PROPENSITY, f"must have shape {expected}; got {halves.shape}")
+    _check_floating(path, KEY_HALF_PROPENSITY, halves)
+    _check_finite(path, KEY_HALF_PROPENSITY, halves)
+
+
 _GLASSBENCH_NAME = re.compile(r"^N\d+T(\d\.\d+)_\d+\.npz$")
 _GLASSBENCH_FOLDER = re.compile(r"^T(\d\.\d+)$")
 
@@ -465,6 +480,8 @@ def configuration_from_arrays(
     for key in PUBLISHED_MODELS:
         if key in arrays:
             _check_prediction(path, key, arrays[key], n)
+    if KEY_HALF_PROPENSITY in arrays:
+        _check_half_propensity(path, arrays[KEY_HALF_PROPENSITY], arrays.get(_KEY_PROPENSITY), n)
     times = _parse_times(path, arrays.get(_KEY_TIMES), _label_count(path, arrays))
 
     raw_box = arrays.get(_KEY_BOX)

@@ -253,6 +253,9 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     published models whose predictions the evaluated files carry.
 
     data: None → the run's own test split; else every file of that folder (transfer).
+    When every evaluated file carries ``md_prop_half`` (our generator's split-half labels),
+    the table gains the rows of :data:`metrics.NOISE_CEILING`: the best Pcc the labels'
+    run-to-run noise allows (:func:`metrics.split_half_ceiling`).
     Published models (:attr:`dataset.Configuration.published`, e.g. CAGE in GlassBench test
     files) are scored with the same metric on the same particles (type A) and time scales as
     the model, each only if every evaluated file carries it (one log line names the files
@@ -296,6 +299,7 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         temperature = data_temperature(paths)
         reference = read_published_pcc(published, temperature)
     others = published_predictions(paths, len(times), log)
+    halves = label_halves(paths, log)
     files.writable_directory(out_dir)
     graphs = graph_lib.load_graphs(paths, run.config.graph, workdir / "graph_cache", progress=True)
     scored = sum(int(g.nodes["target_mask"].sum()) for g in graphs)
@@ -320,6 +324,10 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
         table = tables[name] = metrics.pcc_table(preds, targets, masks)
         rows += [{"model": name, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
                  for t, m, a in zip(times, table["pcc_mean"], table["pcc_all"])]
+    if halves is not None:
+        ceiling = metrics.split_half_ceiling(halves, masks)
+        rows += [{"model": metrics.NOISE_CEILING, "time": float(t), "pcc_mean": float(m), "pcc_all": float(a)}
+                 for t, m, a in zip(times, ceiling["pcc_mean"], ceiling["pcc_all"])]
     provenance = {"run": str(workdir.resolve()), "epoch": run.metadata["epoch"] + 1,
                   "graph": to_dict(run.config.graph), "trained_on": run.metadata.get("data_provenance"),
                   "evaluated_on": data_provenance(paths), "published_models_scored": list(others),
@@ -393,6 +401,23 @@ def published_predictions(paths: Sequence[pathlib.Path], n_times: int,
         log(f"also scored on the same type-A particles and time scales: {', '.join(scored)} "
             f"(predictions the evaluated files carry)")
     return scored
+
+
+def label_halves(paths: Sequence[pathlib.Path], log: Callable[[str], None] = print) -> list[np.ndarray] | None:
+    """The split-half propensities (``md_prop_half`` [2, T, N_k], particles in file order like
+    the labels) of every file of ``paths``, for the noise ceiling
+    (:func:`eignn_jax.metrics.split_half_ceiling`), or None when any file lacks them
+    (GlassBench files, data sets made before they were stored); one log line says so when
+    only some carry them."""
+    halves = [dataset.load_configuration(path).extras.get(dataset.KEY_HALF_PROPENSITY) for path in paths]
+    lacking = [path.name for path, h in zip(paths, halves) if h is None]
+    if lacking:
+        if len(lacking) < len(paths):
+            log(f"{metrics.NOISE_CEILING}: not computed: {len(lacking)} of the {len(paths)} evaluated files "
+                f"lack {dataset.KEY_HALF_PROPENSITY} ({', '.join(lacking[:5])}"
+                f"{f' and {len(lacking) - 5} more' if len(lacking) > 5 else ''})")
+        return None
+    return halves
 
 
 def data_temperature(paths: Sequence[pathlib.Path]) -> float:

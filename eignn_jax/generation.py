@@ -13,7 +13,9 @@ the command line.
 **Labels** at the sample times t_k = round(times_k / dt) dt, with Δr_i = r_i(t) − r_i(0)
 unwrapped: ``md_prop`` = ⟨|Δr_i|⟩ and ``md_disp`` = ⟨Δr_i⟩ over runs; ``bb_prop`` =
 ⟨fraction of the bonds of i at t = 0 that are broken at t⟩ (bonds r_ij(0) < ``bond_in`` σ_ab,
-broken when r_ij(t) > ``bond_out`` σ_ab; see :mod:`eignn_jax.physics.observables`). Both
+broken when r_ij(t) > ``bond_out`` σ_ab; see :mod:`eignn_jax.physics.observables`);
+``md_prop_half`` = ``md_prop`` of the first and of the second half of the runs (R ≥ 2), for
+the split-half noise ceiling. Both
 cutoffs are recorded in every data set's meta.json.
 
 **Checks.** :func:`check` runs the protocol's chain and then NVE segments, and measures the
@@ -133,6 +135,8 @@ def meta_for(protocol: md.Protocol, configs: int, tau_alpha: float, threads: dic
         "thermostat": "LangevinMiddleIntegrator (chain only); NVE velocity Verlet for the runs",
         "md_prop": "mean over runs of |r_i(t) - r_i(0)|, unwrapped, [T, N]",
         "md_disp": "mean over runs of r_i(t) - r_i(0), [T, N, 3]",
+        dataset.KEY_HALF_PROPENSITY: (f"md_prop of runs 1..{protocol.runs // 2} and of runs "
+                                      f"{protocol.runs // 2 + 1}..{protocol.runs}, [2, T, N] (split-half noise ceiling)"),
         "bb_prop": (f"mean over runs of the fraction of i's bonds (r_ij(0) < {protocol.bond_in} sigma_ab) "
                     f"with r_ij(t) > {protocol.bond_out} sigma_ab, [T, N]"),
         "initial_positions_inherent": "eignn_jax.physics.minimise.inherent_structure (default method), max |F| < 1e-4",
@@ -273,16 +277,24 @@ def _finish(path: pathlib.Path, protocol: md.Protocol, positions, inherent, resu
     """Average the runs of one configuration and write its file; returns timing figures."""
     displacements = np.stack([r.displacements for r in results])  # [R, T, N, 3]
     broken = np.stack([r.broken for r in results])
+    distances = np.linalg.norm(displacements, axis=-1)  # [R, T, N]
+    extras = {"md_disp": displacements.mean(axis=0).astype(np.float32),
+              "bb_prop": broken.mean(axis=0).astype(np.float32)}
+    if len(results) >= 2:
+        # Two disjoint halves of the runs: their agreement bounds what any model can reach
+        # (eignn_jax.metrics.split_half_ceiling).
+        half = len(results) // 2
+        extras[dataset.KEY_HALF_PROPENSITY] = np.stack(
+            [distances[:half].mean(axis=0), distances[half:].mean(axis=0)]).astype(np.float32)
     config = dataset.Configuration(
         path="",
         types=protocol.types,
         positions=positions,
         box=protocol.box,
         inherent=inherent,
-        propensity=np.linalg.norm(displacements, axis=-1).mean(axis=0).astype(np.float32),
+        propensity=distances.mean(axis=0).astype(np.float32),
         times=protocol.sample_times,
-        extras={"md_disp": displacements.mean(axis=0).astype(np.float32),
-                "bb_prop": broken.mean(axis=0).astype(np.float32)},
+        extras=extras,
     )
     dataset.write_configuration(path, config)
     return {"md_seconds": sum(r.md_seconds for r in results), "task_seconds": sum(r.seconds for r in results)}

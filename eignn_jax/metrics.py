@@ -20,6 +20,8 @@ import numpy as np
 from eignn_jax import files
 
 PCC_CSV_COLUMNS = ("model", "time", "pcc_mean", "pcc_all")
+NOISE_CEILING = "noise ceiling"
+"""Name of the rows of :func:`split_half_ceiling` in Pcc tables, CSVs and plots."""
 
 
 def pearson(x, y) -> float:
@@ -106,6 +108,44 @@ def pcc_table(predictions, targets, masks) -> dict:
             pcc_mean[t] = per_config[finite].mean()
         pcc_all[t] = pearson(pooled_pred[:, t], pooled_targ[:, t])
     return {"pcc_mean": pcc_mean, "pcc_all": pcc_all}
+
+
+def spearman_brown(half_correlation):
+    """Reliability of the mean of all R runs from the correlation r of two halves of R/2 runs
+    each: 2r / (1 + r) (Spearman–Brown prophecy formula for doubling the number of runs).
+
+    half_correlation: float or array; values ≤ 0 (halves that do not agree) give nan.
+    """
+    r = np.asarray(half_correlation, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(r > 0, 2 * r / (1 + r), np.nan)
+
+
+def split_half_ceiling(halves, masks) -> dict:
+    """Highest Pcc any model can reach against labels averaged over R noisy runs.
+
+    halves: list over configurations of [2, T, N_k] float, the propensity of each half of
+      the iso-configurational runs (``md_prop_half``); masks: list of [N_k] bool.
+    The labels are the true propensity plus run-to-run noise. With ρ the Spearman–Brown
+    reliability of the R-run mean (:func:`spearman_brown` of the correlation of the two
+    halves), the correlation of the labels with the noise-free propensity is √ρ: a model
+    that predicted the noise-free propensity exactly would score Pcc = √ρ, and no model
+    scores higher on average (classical test theory; the "noise ceiling").
+    Returns {'pcc_mean': [T], 'pcc_all': [T]} like :func:`pcc_table`: the ceiling of each
+    configuration averaged, and the ceiling of all particles pooled. nan where the halves
+    do not correlate positively.
+    """
+    first = [np.asarray(h)[0].T for h in halves]
+    second = [np.asarray(h)[1].T for h in halves]
+    preds, targs, msks = _check_lists(first, second, masks)
+    per_config = np.array([[pearson(a[m, t], b[m, t]) for t in range(a.shape[1])]
+                           for a, b, m in zip(preds, targs, msks)])        # [K, T]
+    ceilings = np.sqrt(spearman_brown(per_config))
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(ceilings)
+        pcc_mean = np.where(finite.any(0), np.nansum(ceilings, 0) / np.maximum(finite.sum(0), 1), np.nan)
+    pooled = pcc_table(preds, targs, msks)["pcc_all"]
+    return {"pcc_mean": pcc_mean, "pcc_all": np.sqrt(spearman_brown(pooled))}
 
 
 def fit_linear_baseline(features, targets, masks):
@@ -237,6 +277,9 @@ __all__ = (
     "write_seed_csv",
     "pearson",
     "pcc_table",
+    "NOISE_CEILING",
+    "spearman_brown",
+    "split_half_ceiling",
     "fit_linear_baseline",
     "predict_linear_baseline",
     "write_pcc_csv",

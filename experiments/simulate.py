@@ -10,7 +10,8 @@ for --equilibrate τ_α, then one configuration every --spacing τ_α, Langevin)
 runs per configuration, spread over --workers local processes (or the workers of a Dask
 cluster with --scheduler). Each configuration is written, atomically, as
 N{n}T{T}_{i}.npz in the GlassBench layout (types, initial_positions,
-initial_positions_inherent from eignn_jax.physics.minimise, md_prop, md_disp, bb_prop, times, box),
+initial_positions_inherent from eignn_jax.physics.minimise, md_prop, md_disp, bb_prop,
+md_prop_half (the propensity of each half of the runs, for the noise ceiling), times, box),
 with a meta.json holding every parameter and the engine version. Existing files are
 skipped and the chain resumes from its checkpoint (<out>/.simulate/chain.npz), so a killed
 run continues where it stopped when started again with the same arguments.

@@ -198,3 +198,38 @@ def test_training_on_files_labelled_at_different_times_is_refused_before_any_wor
         train_main.main(["--config", "default", "--workdir", str(workdir), f"--set=data.path={tmp_path}",
                          "--set=data.n_train=2", "--set=data.n_test=1"])
     assert not (workdir / "graph_cache").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_adds_the_noise_ceiling_when_every_file_has_split_half_labels(trained_run, tmp_path, capsys):
+    from eignn_jax import dataset, metrics
+    sources = sorted(DEFAULT_DATA.glob("*.npz"))[:3]
+    rng = np.random.default_rng(0)
+    stored = []
+    for folder in ("all", "some"):
+        (tmp_path / folder).mkdir()
+    for k, source in enumerate(sources):
+        with np.load(source) as data:
+            arrays = dict(data)
+        shutil.copy(source, tmp_path / "some" / source.name)
+        prop = arrays["md_prop"]
+        noise = rng.normal(size=prop.shape) * 0.3 * prop.std(axis=1, keepdims=True)
+        arrays[dataset.KEY_HALF_PROPENSITY] = np.stack([prop + noise, prop - noise]).astype(np.float32)
+        np.savez(tmp_path / "all" / source.name, **arrays)
+        if k:
+            np.savez(tmp_path / "some" / source.name, **arrays)
+        stored.append(arrays)
+    evaluate_main.main(["--workdir", str(trained_run), "--data", str(tmp_path / "all"), "--out", str(tmp_path / "a")])
+    rows = [r for r in metrics.read_pcc_csv(tmp_path / "a" / "pcc.csv") if r["model"] == metrics.NOISE_CEILING]
+    expected = metrics.split_half_ceiling([a[dataset.KEY_HALF_PROPENSITY] for a in stored],
+                                          [a["types"] == 1 for a in stored])
+    assert len(rows) == len(stored[0]["times"])
+    np.testing.assert_allclose([r["pcc_all"] for r in rows], expected["pcc_all"], rtol=1e-12)
+    np.testing.assert_allclose([r["pcc_mean"] for r in rows], expected["pcc_mean"], rtol=1e-12)
+    assert "noise ceiling Pcc(all)" in capsys.readouterr().out
+    # One file without them: no ceiling, and the file is named.
+    evaluate_main.main(["--workdir", str(trained_run), "--data", str(tmp_path / "some"), "--out", str(tmp_path / "s")])
+    rows = metrics.read_pcc_csv(tmp_path / "s" / "pcc.csv")
+    assert metrics.NOISE_CEILING not in {r["model"] for r in rows}
+    lacking = [l for l in capsys.readouterr().out.splitlines() if l.startswith(f"{metrics.NOISE_CEILING}: not computed")]
+    assert len(lacking) == 1 and sources[0].name in lacking[0] and sources[1].name not in lacking[0]

@@ -12,6 +12,8 @@ from eignn_jax.metrics import (
     pearson,
     predict_linear_baseline,
     read_pcc_csv,
+    spearman_brown,
+    split_half_ceiling,
     write_pcc_csv,
 )
 from eignn_jax.plotting import plot_pcc
@@ -198,3 +200,47 @@ def test_plot_pcc_writes_png(tmp_path):
     assert len(data) > 1000
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pcc.png"]
+
+
+# --- the split-half noise ceiling ------------------------------------------------------------
+
+
+def _noisy_runs(rng, n_configs=3, n=6000, runs=8, noise=(0.5, 1.0, 2.0)):
+    """Per configuration: the noise-free propensity [N, T] and R noisy runs [R, T, N] of it."""
+    truths, run_sets = [], []
+    for _ in range(n_configs):
+        truth = rng.lognormal(size=(n, len(noise)))
+        run_sets.append(truth.T[None] + rng.normal(size=(runs, len(noise), n)) * np.array(noise)[None, :, None])
+        truths.append(truth)
+    return truths, run_sets
+
+
+def test_noise_ceiling_is_the_score_of_the_noise_free_propensity():
+    rng = np.random.default_rng(3)
+    truths, run_sets = _noisy_runs(rng)
+    masks = [rng.uniform(size=t.shape[0]) < 0.8 for t in truths]
+    labels = [r.mean(axis=0).T for r in run_sets]                          # md_prop [N, T]
+    halves = [np.stack([r[:4].mean(0), r[4:].mean(0)]) for r in run_sets]   # md_prop_half [2, T, N]
+    ceiling = split_half_ceiling(halves, masks)
+    perfect = pcc_table(truths, labels, masks)
+    # A model that knew the noise-free propensity scores the ceiling (sampling error ~0.01) ...
+    np.testing.assert_allclose(ceiling["pcc_all"], perfect["pcc_all"], atol=0.015)
+    np.testing.assert_allclose(ceiling["pcc_mean"], perfect["pcc_mean"], atol=0.015)
+    # ... which falls as the runs get noisier, and a partly informed model stays below it.
+    assert np.all(np.diff(ceiling["pcc_all"]) < 0) and ceiling["pcc_all"][0] < 1
+    partial = pcc_table([t + rng.normal(size=t.shape) for t in truths], labels, masks)
+    assert np.all(partial["pcc_all"] < ceiling["pcc_all"])
+    # By hand: √(2r / (1 + r)) of the halves' correlation over the pooled masked particles.
+    r = [pearsonr(np.concatenate([h[0, t][m] for h, m in zip(halves, masks)]),
+                  np.concatenate([h[1, t][m] for h, m in zip(halves, masks)]))[0] for t in range(3)]
+    np.testing.assert_allclose(ceiling["pcc_all"], np.sqrt(2 * np.array(r) / (1 + np.array(r))), rtol=1e-12)
+    np.testing.assert_allclose(spearman_brown([0.5, 1.0]), [2 / 3, 1.0])
+
+
+def test_noise_ceiling_is_nan_where_the_halves_do_not_agree():
+    rng = np.random.default_rng(4)
+    halves = [rng.normal(size=(2, 2, 500))]       # pure noise: the halves are uncorrelated
+    halves[0][1, 1] = -halves[0][0, 1]             # anti-correlated halves at the second time
+    ceiling = split_half_ceiling(halves, [np.ones(500, bool)])
+    assert np.isnan(ceiling["pcc_all"][1]) and np.isnan(ceiling["pcc_mean"][1])
+    assert np.isnan(spearman_brown(-0.2)) and np.isnan(spearman_brown(0.0))

@@ -104,6 +104,10 @@ def test_tiny_run_yields_files_the_loader_and_trainer_accept(tiny_run, tmp_path)
         # Mean |Δr| grows with time for almost every particle (2 runs, ballistic regime).
         assert np.mean(np.asarray(c.propensity)[1] > np.asarray(c.propensity)[0]) > 0.9
         assert c.inherent is not None
+        # One run per half (R = 2): the halves are the runs, and average to md_prop.
+        halves = c.extras[dataset.KEY_HALF_PROPENSITY]
+        assert halves.shape == (2, 2, 400) and not np.array_equal(halves[0], halves[1])
+        np.testing.assert_allclose(halves.mean(axis=0), c.propensity, rtol=1e-6)
     graphs = [graph_lib.build_graph(c, graph_lib.GraphConfig()) for c in configurations]
     model_config = ModelConfig(width=8, num_layers=1, num_outputs=2,
                                scales=fit_feature_scales(graphs))
