@@ -25,6 +25,11 @@ class DataConfig:
     split_seed: seed of the random split.
     n_validation: training files held out (seeded) to pick the best epoch by validation
       loss; 0 keeps all for training and evaluates the last epoch.
+    paths: several folders instead of ``path`` (all-temperature training, paper Fig. 6):
+      each is split as ``path`` would be, with n_train / n_test files from each (seeded),
+      and the training set is their union. Each folder may have its own time grid (the
+      model's output k is the k-th time of each file's grid); all need the same number of
+      time scales.
     """
 
     path: str = ""
@@ -32,6 +37,12 @@ class DataConfig:
     n_test: int = 0
     split_seed: int = 0
     n_validation: int = 0
+    paths: tuple[str, ...] = ()
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The data folders: ``paths``, or ``(path,)``."""
+        return self.paths or (self.path,)
 
     def __post_init__(self):
         for name in ("n_train", "n_test", "n_validation", "split_seed"):
@@ -106,6 +117,11 @@ def check(config: ExperimentConfig) -> None:
     Raises ValueError naming the fields.
     """
     data = config.data
+    if data.path and data.paths:
+        raise ValueError(f"give data.path or data.paths, not both (data.path={data.path!r}, "
+                         f"data.paths={list(data.paths)})")
+    if len(set(data.paths)) != len(data.paths):
+        raise ValueError(f"data.paths repeats a folder: {list(data.paths)}")
     # The validation files come out of the training files; at least one must be left.
     if data.n_train and data.n_validation >= data.n_train:
         raise ValueError(f"data.n_validation ({data.n_validation}) must be smaller than data.n_train "

@@ -40,7 +40,14 @@ EVALUATION_PROVENANCE_NAME = "pcc_provenance.json"
 
 
 def split_files(data: DataConfig) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-    """(train files, test files) for a data config; see :class:`eignn_jax.config.DataConfig`."""
+    """(train files, test files) for a data config; see :class:`eignn_jax.config.DataConfig`.
+
+    With several folders (``data.paths``) each is split on its own and the lists are
+    concatenated in the folders' order.
+    """
+    if data.paths:
+        splits = [split_files(dataclasses.replace(data, path=folder, paths=())) for folder in data.paths]
+        return [p for train, _ in splits for p in train], [p for _, test in splits for p in test]
     root = pathlib.Path(data.path).expanduser()
     layout = dataset.glassbench_split(root)
     if layout is not None:
@@ -132,12 +139,12 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
                        primary: bool) -> None:
     train_files, test_files = split_files(config.data)
     if not train_files:
-        raise ValueError(f"no training files in {config.data.path}")
-    times = dataset.load_configuration(train_files[0], require=("md_prop",)).times
-    # Every file's labels at the same times, checked before any work.
-    check_label_times(train_files + test_files, times, f"{train_files[0].name}'s")
+        raise ValueError(f"no training files in {', '.join(config.data.folders)}")
+    # Every file's labels at its folder's times, checked before any work.
+    grids = time_grids(train_files + test_files)
+    times = next(iter(grids.values()))
     log(f"{config.name}: {len(train_files)} train / {len(test_files)} test configurations from "
-        f"{config.data.path}, {len(times)} time scales")
+        f"{', '.join(config.data.folders)}, {len(times)} time scales")
     validation_files = []
     if config.data.n_validation:
         train_files, validation_files = dataset.split_paths(
@@ -157,6 +164,8 @@ def _prepare_and_train(config: ExperimentConfig, workdir: pathlib.Path, log: Cal
         "model_revision": MODEL_REVISION,
         "config": to_dict(config),
         "times": [float(t) for t in times],
+        # Each data folder's own time grid (several only for a run on several folders).
+        "time_grids": {folder: [float(t) for t in grid] for folder, grid in grids.items()},
         # The model predicts standardised propensities; these map them back to σ for users.
         "target_mean": [float(x) for x in masked_targets.mean(0)],
         "target_std": [float(x) for x in masked_targets.std(0)],
@@ -203,6 +212,29 @@ def check_label_times(paths: Sequence[pathlib.Path], times: np.ndarray, whose: s
                 f"{whose} t = {' '.join(f'{t:g}' for t in times)}")
 
 
+def time_grids(paths: Sequence[pathlib.Path]) -> dict[str, np.ndarray]:
+    """{folder: label times [T] (τ)} of the files at ``paths``, folders in order of first
+    appearance. Every file must be at its folder's times (those of its first file there),
+    and every folder must have the same number T of time scales: the model's output k is
+    the k-th time of each file's own grid.
+
+    Raises ValueError naming the first file off its folder's grid, or the folders whose
+    numbers of time scales differ; DataError for a file without labels.
+    """
+    grids: dict[str, np.ndarray] = {}
+    by_folder: dict[str, list[pathlib.Path]] = {}
+    for path in map(pathlib.Path, paths):
+        by_folder.setdefault(str(path.parent), []).append(path)
+    for folder, members in by_folder.items():
+        grids[folder] = dataset.load_configuration(members[0], require=("md_prop",)).times
+        check_label_times(members, grids[folder], f"{members[0].name}'s")
+    counts = {folder: len(grid) for folder, grid in grids.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"the data folders have different numbers of time scales ({counts}): one model "
+                         f"predicts one value per time scale, so every folder needs the same number")
+    return grids
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
     config: ExperimentConfig
@@ -231,6 +263,25 @@ def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
     state, metadata = manager.restore_latest(template)
     manager.close()
     return TrainedRun(config=config, params=state.params, metadata=metadata)
+
+
+def model_times(metadata: dict, paths: Sequence[pathlib.Path]) -> np.ndarray:
+    """The times [T] (τ) of a trained run's outputs for the files at ``paths``: the run's
+    time grid, or, for a run trained on several folders with their own grids, the grid of
+    those folders the first file is on (by its label times).
+
+    Raises ValueError, naming the file and the run's grids, when a run with several grids
+    has none the file is on, or when ``paths`` mix the grids.
+    """
+    grids = [np.asarray(g) for g in (metadata.get("time_grids") or {}).values()]
+    if len(grids) <= 1 or not paths:
+        return np.asarray(metadata["times"])
+    own = dataset.load_configuration(paths[0], require=("md_prop",)).times
+    for grid in grids:
+        if len(grid) == len(own) and np.allclose(grid, own, rtol=1e-6):
+            return grid
+    raise ValueError(f"{paths[0]}: its labels are at t = {' '.join(f'{t:g}' for t in own)}, none of the "
+                     f"grids the model was trained on: " + "; ".join(' '.join(f'{t:g}' for t in g) for g in grids))
 
 
 def _template_graph(num_outputs: int):
@@ -271,6 +322,9 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     epoch, the graph config, :func:`data_provenance` of the training and of the evaluated
     files) to ``out_dir`` (default: the workdir, or ``workdir/eval_<folder name>`` for
     another folder) and returns the rows.
+    A run trained on several folders with their own time grids (``data.paths``) is
+    evaluated on its test split one folder at a time, into ``out_dir/eval_<folder name>``;
+    the returned rows then carry a ``data`` key, the folder.
 
     Raises DataError naming the file and key for a published prediction without one row per
     time scale of the labels, and ValueError naming the file for a temperature without
@@ -282,17 +336,35 @@ def evaluate(workdir: pathlib.Path | str, data: pathlib.Path | str | None = None
     log(f"evaluating the checkpoint of epoch {run.metadata['epoch'] + 1} ({selected}), trained on:")
     for line in describe_provenance(run.metadata.get("data_provenance")):
         log(f"  {line}")
+    grids = run.metadata.get("time_grids") or {}
+    if data is None and len(grids) > 1:
+        # Trained on several folders with their own grids: one evaluation per folder.
+        out_dir = pathlib.Path(out_dir) if out_dir else workdir
+        test_files = [pathlib.Path(p) for p in run.metadata["test_files"]]
+        rows = []
+        for folder in grids:
+            paths = [p for p in test_files if str(p.parent) == folder]
+            log(f"test files of {folder}:")
+            rows += [{**row, "data": folder} for row in _evaluate_files(
+                run, workdir, paths, out_dir / f"eval_{pathlib.Path(folder).name}", log, published)]
+        return rows
     if data is None:
         paths = [pathlib.Path(p) for p in run.metadata["test_files"]]
         out_dir = pathlib.Path(out_dir) if out_dir else workdir
     else:
         paths = dataset.list_configurations(data)
         out_dir = pathlib.Path(out_dir) if out_dir else workdir / f"eval_{pathlib.Path(data).name}"
+    return _evaluate_files(run, workdir, paths, out_dir, log, published)
+
+
+def _evaluate_files(run: TrainedRun, workdir: pathlib.Path, paths: list[pathlib.Path], out_dir: pathlib.Path,
+                    log: Callable[[str], None], published: pathlib.Path | str | None) -> list[dict]:
+    """:func:`evaluate` of ``run`` on the files at ``paths``, written to ``out_dir``."""
     if not paths:
         raise ValueError("no test configurations to evaluate" + (
             "; this run was imported and has no test split: pass --data FOLDER"
             if run.metadata.get("imported_from") else ""))
-    times = np.asarray(run.metadata["times"])
+    times = model_times(run.metadata, paths)
     check_label_times(paths, times, "the model's")
     reference, temperature = None, None
     if published is not None:
@@ -760,6 +832,8 @@ def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Pa
         "model_revision": MODEL_REVISION,
         "config": to_dict(config),
         "times": [float(t) for t in times],
+        # Each data folder's own time grid (several only for a run on several folders).
+        "time_grids": {folder: [float(t) for t in grid] for folder, grid in grids.items()},
         "target_mean": None, "target_std": None, "baseline": None,
         "train_files": [], "validation_files": [], "test_files": [],
         "imported_from": {"path": str(checkpoint.resolve()),

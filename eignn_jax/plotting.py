@@ -129,6 +129,100 @@ def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None,
     return figure
 
 
+def plot_transfer_lines(rows: Sequence[dict], path=None, title: str | None = None) -> Figure:
+    """Temperature transfer (paper Figs. 5, 6): one panel per test temperature, Pcc(all)
+    against t/τ_α of the test grid, one line per training source (± one standard deviation
+    over seeds as a band), and the test set's noise ceiling dotted where known.
+
+    rows: :func:`eignn_jax.transfer.run`'s rows (train, test, t_over_tau_alpha, pcc_all,
+    pcc_all_std, ceiling_all). path: output PNG (None: not saved).
+    """
+    tests = list(dict.fromkeys(r["test"] for r in rows))
+    sources = list(dict.fromkeys(r["train"] for r in rows))
+    colours = _model_colours(sources)
+    figure = _new_figure(3.6 * len(tests) + 1.6, 3.8, layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(tests), sharey=True))
+    for axes, test in zip(panels, tests):
+        for source in sources:
+            cells = [r for r in rows if r["test"] == test and r["train"] == source]
+            x = np.array([r["t_over_tau_alpha"] for r in cells])
+            y = np.array([r["pcc_all"] for r in cells])
+            spread = np.array([r["pcc_all_std"] for r in cells])
+            own = source == test
+            axes.plot(x, y, color=colours[source], marker="o", markersize=3, linewidth=2.2 if own else 1.2,
+                      label=f"trained at {source}")
+            if np.any(spread > 0):
+                axes.fill_between(x, y - spread, y + spread, color=colours[source], alpha=0.15, linewidth=0)
+        ceiling = [r for r in rows if r["test"] == test and r["train"] == sources[0]]
+        if any(math.isfinite(r["ceiling_all"]) for r in ceiling):
+            axes.plot([r["t_over_tau_alpha"] for r in ceiling], [r["ceiling_all"] for r in ceiling],
+                      color="black", linestyle=":", linewidth=1.5, label=NOISE_CEILING)
+        axes.set_xscale("log")
+        axes.set_xlabel("t / τ_α (of the test temperature)")
+        axes.set_title(f"tested at {test}", fontsize="medium")
+        axes.grid(True, which="major", alpha=0.3)
+    panels[0].set_ylabel("Pcc(all)")
+    if title:
+        figure.suptitle(title)
+    handles = {}
+    for axes in panels:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small")
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
+def plot_transfer_matrix(rows: Sequence[dict], path=None, title: str | None = None,
+                         metric: str = "pcc_all") -> Figure:
+    """The transfer matrix as heat maps, one panel per time scale (the k-th time of each test
+    grid, labelled with its t/τ_α): rows the training sources, columns the test temperatures,
+    each cell annotated with its value (blank where no output matched the time).
+
+    rows: :func:`eignn_jax.transfer.run`'s rows. path: output PNG (None: not saved).
+    """
+    tests = list(dict.fromkeys(r["test"] for r in rows))
+    sources = list(dict.fromkeys(r["train"] for r in rows))
+    per_test = {t: [r for r in rows if r["test"] == t and r["train"] == sources[0]] for t in tests}
+    n_times = max(len(v) for v in per_test.values())
+    values = np.full((n_times, len(sources), len(tests)), np.nan)
+    for r in rows:
+        j = [c["test_time"] for c in per_test[r["test"]]].index(r["test_time"])
+        values[j, sources.index(r["train"]), tests.index(r["test"])] = r[metric]
+    columns = min(4, n_times)
+    grid_rows = math.ceil(n_times / columns)
+    figure = _new_figure(2.3 * columns + 1.2, 2.1 * grid_rows + 0.8, layout="constrained")
+    panels = np.atleast_1d(figure.subplots(grid_rows, columns, squeeze=False)).reshape(-1)
+    finite = values[np.isfinite(values)]
+    norm = Normalize(vmin=min(0.0, float(finite.min())) if finite.size else 0.0,
+                     vmax=float(finite.max()) if finite.size else 1.0)
+    image = None
+    for j, axes in enumerate(panels):
+        if j >= n_times:
+            axes.set_visible(False)
+            continue
+        image = axes.imshow(values[j], cmap="viridis", norm=norm, aspect="auto")
+        for a in range(len(sources)):
+            for b in range(len(tests)):
+                if np.isfinite(values[j, a, b]):
+                    bright = norm(values[j, a, b]) > 0.6
+                    axes.text(b, a, f"{values[j, a, b]:.2f}", ha="center", va="center", fontsize="x-small",
+                              color="black" if bright else "white")
+        scaled = sorted({round(c["t_over_tau_alpha"], 3) for t in tests for c in per_test[t][j:j + 1]})
+        axes.set_title("t/τ_α = " + ", ".join(f"{x:.3g}" for x in scaled), fontsize="small")
+        axes.set_xticks(range(len(tests)), tests, fontsize="x-small")
+        axes.set_yticks(range(len(sources)), sources, fontsize="x-small")
+    if image is not None:
+        figure.colorbar(image, ax=list(panels[:n_times]), shrink=0.8,
+                        label={"pcc_all": "Pcc(all)", "pcc_mean": "Pcc(mean)"}.get(metric, metric))
+    if title:
+        figure.suptitle(title)
+    if path is not None:
+        _save_png(figure, path)
+    return figure
+
+
 def z_scores(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """values [N] or [N, T] (per column) minus their mean over the rows ``mask`` [N] bool
     selects (all if None), over their standard deviation there (left unscaled where it is 0)."""

@@ -107,3 +107,11 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--type-map", type=parsed(formats.parse_type_map), default=None,
                         help="which file species is A and which B, e.g. 0:A,1:B or Ni:A,P:B "
                              "(default: 1:A,2:B,A:A,B:B)")
+
+
+def integers(text: str) -> list[int]:
+    """``0,1,2`` → [0, 1, 2], for options that take a list of integers (seeds, depths)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None

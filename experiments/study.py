@@ -18,24 +18,17 @@ import sys
 from experiments import common
 
 
-def integers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def main(argv=None) -> None:
     from eignn_jax import study
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="study folder: one run directory per model and seed")
-    parser.add_argument("--seeds", type=integers, default=list(study.DEFAULT_SEEDS),
+    parser.add_argument("--seeds", type=common.integers, default=list(study.DEFAULT_SEEDS),
                         help="train.seed values, e.g. 0,1,2 (default)")
     parser.add_argument("--models", type=lambda text: [m for m in text.split(",") if m],
                         default=list(study.DEFAULT_MODELS),
                         help=f"models at the config's depth, from {','.join(study.MODELS)} (default: all)")
-    parser.add_argument("--depths", type=integers, default=list(study.DEFAULT_DEPTHS),
+    parser.add_argument("--depths", type=common.integers, default=list(study.DEFAULT_DEPTHS),
                         help="numbers of layers of the full model, e.g. 1,3,5,7 (default); '' for none")
     args = parser.parse_args(argv)
     config = common.load_config(args.config, args.overrides)
