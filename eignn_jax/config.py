@@ -59,6 +59,10 @@ class TrainConfig:
     data_parallel: split each batch of batch_size graphs over all devices (of all processes
       after ``jax.distributed.initialize()``); batch_size must be divisible by the device
       count. Same losses as one device, up to float rounding (``eignn_jax.parallel``).
+    edge_parallel: split each batch's edges over this process's devices (``eignn_jax.parallel``;
+      on a CPU, ``experiments.train`` presents its cores as devices): the paper's one graph
+      per step on several cores or GPUs. Same losses as one device, up to float rounding.
+      Not together with data_parallel.
     tensorboard: also write each epoch's losses, learning rate and Pcc as TensorBoard events
       in ``<workdir>/tensorboard/`` (needs the optional extra: pip install 'eignn_jax[tensorboard]').
     """
@@ -74,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     keep_checkpoints: int = 2
     data_parallel: bool = False
+    edge_parallel: bool = False
     tensorboard: bool = False
 
     def __post_init__(self):
@@ -95,6 +100,8 @@ class TrainConfig:
         # numpy's default_rng, which orders the epochs, refuses negative seeds.
         if self.seed < 0:
             raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        if self.data_parallel and self.edge_parallel:
+            raise ValueError("data_parallel and edge_parallel cannot both be true: choose one")
         bad = [e for e in self.lr_decay_epochs if not e >= 1]
         if bad:
             raise ValueError(f"lr_decay_epochs must be epochs ≥ 1 (the rate decays after them), "

@@ -108,7 +108,7 @@ def _targets(graphs):
 def _what_is_computed(config: dict) -> dict:
     """A config in JSON form without the settings that change how, not what, a run computes."""
     config = json.loads(json.dumps(config))
-    for how in ("data_parallel", "tensorboard"):
+    for how in ("data_parallel", "edge_parallel", "tensorboard"):
         config.get("train", {}).pop(how, None)
     return config
 
@@ -118,8 +118,8 @@ def run_training(config: ExperimentConfig, workdir: pathlib.Path | str,
     """Builds (or loads cached) graphs, fits input scales and the baseline, and trains.
 
     Resuming: if ``workdir`` has checkpoints, the config saved there must match ``config``
-    (``train.data_parallel`` and ``train.tensorboard`` may differ: a run can resume on another
-    number of devices, with or without TensorBoard events).
+    (``train.data_parallel``, ``train.edge_parallel`` and ``train.tensorboard`` may differ: a run
+    can resume on another number of devices, with or without TensorBoard events).
     With several processes (``jax.distributed``) only the first logs and writes config.json.
     """
     primary = jax.process_index() == 0

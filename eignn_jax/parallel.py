@@ -20,6 +20,11 @@ index), so with ``decoder_dropout > 0`` the masks differ from a one-device run's
 dropout off (the default) losses and updates equal the one-device ones up to float
 rounding.
 
+**Edge parallelism** (:func:`edge_mesh`, :func:`edge_sharding`): one graph per step, its
+edges split over the devices, node arrays replicated. It uses several devices (the cores of
+one CPU as simulated host devices, or several GPUs) for the paper's protocol of one graph
+per step, and for a graph too large for one GPU's memory of edge intermediates.
+
 This module knows meshes, shards and batches, not models or optimisers: training imports
 it, never the other way round.
 """
@@ -128,3 +133,71 @@ def sum_over_shards(shard_sums: Callable[[jraph.GraphsTuple, jax.Array], tuple[j
     shard_keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(n_shards))
     totals, counts = jax.vmap(shard_sums)(batch, shard_keys)
     return totals.sum(), counts.sum()
+
+
+# ----------------------------------------------------------------------------- edges
+
+EDGE_AXIS = "edges"
+
+
+def request_host_devices(count: int | None = None) -> int:
+    """Ask XLA to present the CPU as ``count`` devices (default: the cores this process may
+    use), so that edge- or data-parallel steps run on several cores; each device then
+    runs its share of the computation on its own thread.
+
+    Takes effect only if called before JAX initialises its backends (before the first
+    array or device query); an ``XLA_FLAGS`` that already sets the count is left alone.
+    Other platforms (GPU) are not affected. Returns the device count requested or found
+    in ``XLA_FLAGS``.
+    """
+    import os
+    import re
+    flags = os.environ.get("XLA_FLAGS", "")
+    found = re.search(r"--xla_force_host_platform_device_count=(\d+)", flags)
+    if found:
+        return int(found.group(1))
+    count = count or len(os.sched_getaffinity(0))
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    return count
+
+
+def edge_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """1-D mesh with axis ``'edges'`` over ``devices`` (default: this process's local devices)."""
+    return Mesh(np.asarray(list(devices) if devices is not None else jax.local_devices()), (EDGE_AXIS,))
+
+
+def edge_sharding(mesh: Mesh) -> jraph.GraphsTuple:
+    """Shardings of a padded graph (a pytree prefix of a GraphsTuple) for edge-parallel steps:
+    the edge arrays (``senders``, ``receivers``, ``edges``) split along their [E] axis over
+    the mesh, everything per node and per graph replicated.
+
+    Under ``jax.jit`` XLA's SPMD partitioner then gives each device the messages of its
+    edges (gathers from the replicated node arrays are local) and turns every sum over
+    edges onto nodes into a local segment sum and an all-reduce over the devices; the
+    backward pass likewise. Results equal the one-device step up to float rounding (the
+    order of the sums changes).
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    edges = NamedSharding(mesh, PartitionSpec(EDGE_AXIS))
+    return jraph.GraphsTuple(nodes=replicated, edges=edges, senders=edges, receivers=edges,
+                             globals=replicated, n_node=replicated, n_edge=replicated)
+
+
+def place_edge_sharded(graph: jraph.GraphsTuple, mesh: Mesh) -> jraph.GraphsTuple:
+    """A padded graph on ``mesh``, sharded by :func:`edge_sharding`.
+
+    Raises ValueError when its edge count (the padding budget's, a multiple of 1024) does
+    not split evenly over the mesh's devices.
+    """
+    n_devices, n_edges = mesh.devices.size, graph.senders.shape[0]
+    if n_edges % n_devices:
+        raise ValueError(f"edge-parallel steps need the padded edge count ({n_edges}) divisible by the "
+                         f"number of devices ({n_devices})")
+    return jax.device_put(graph, edge_sharding(mesh))
+
+
+def edge_step_shardings(mesh: Mesh) -> dict:
+    """``jax.jit`` keyword arguments of a step (state, graph) → (state, loss) whose graph's edges
+    are split over ``mesh`` (:func:`edge_sharding`); state and loss replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return {"in_shardings": (replicated, edge_sharding(mesh)), "out_shardings": (replicated, replicated)}

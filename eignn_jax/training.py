@@ -124,13 +124,17 @@ class TracedFunction:
 
 
 def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0,
-                    mesh: jax.sharding.Mesh | None = None) -> TracedFunction:
+                    mesh: jax.sharding.Mesh | None = None,
+                    edge_mesh: jax.sharding.Mesh | None = None) -> TracedFunction:
     """(state, padded graph) → (new state, loss); one compilation per padding budget.
 
     mesh: None trains on one device. A data mesh (:func:`eignn_jax.parallel.data_mesh`)
       trains data-parallel: the state is replicated over it (``parallel.replicate``) and a
       batch is a [D, ...] stack of shards sharded over it (``parallel.sharded_batches``);
       the loss is that of the same global batch on one device.
+    edge_mesh: an edge mesh (:func:`eignn_jax.parallel.edge_mesh`) splits each batch's edges
+      over its devices (``parallel.place_edge_sharded``; state replicated): the same loss
+      and update as one device, up to float rounding. Not together with ``mesh``.
     Dropout keys are derived from ``seed`` and the step number, so a resumed run draws
     the same masks as an uninterrupted one.
     """
@@ -153,7 +157,13 @@ def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed:
         params = optax.apply_updates(state.params, updates)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), loss
 
-    shardings = {} if mesh is None else parallel.step_shardings(mesh)
+    if mesh is not None and edge_mesh is not None:
+        raise ValueError("data-parallel and edge-parallel steps cannot be combined")
+    shardings = {}
+    if mesh is not None:
+        shardings = parallel.step_shardings(mesh)
+    elif edge_mesh is not None:
+        shardings = parallel.edge_step_shardings(edge_mesh)
     return TracedFunction(step, donate_argnums=(0,), **shardings)
 
 
@@ -276,10 +286,12 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
            validation_graphs: Sequence[jraph.GraphsTuple]) -> TrainState:
     """:func:`train` in a locked workdir."""
     model = EIGNN(model_config)
-    mesh, shard_size = None, train_config.batch_size
+    mesh, edge_mesh, shard_size = None, None, train_config.batch_size
     if train_config.data_parallel:
         mesh = parallel.data_mesh()
         shard_size = parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
+    elif train_config.edge_parallel:
+        edge_mesh = parallel.edge_mesh()
     # Several processes (jax.distributed) all train and checkpoint; only the first writes logs.
     primary = jax.process_index() == 0
     if not primary:
@@ -295,6 +307,9 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
         state = parallel.replicate(state, mesh)
         log(f"data-parallel: {train_config.batch_size} graphs per step over {mesh.devices.size} devices "
             f"({jax.process_count()} process(es))")
+    if edge_mesh is not None:
+        state = parallel.replicate(state, edge_mesh)
+        log(f"edge-parallel: each batch's edges split over {edge_mesh.devices.size} device(s)")
 
     manager = checkpointing.CheckpointManager(workdir / "checkpoints", train_config.keep_checkpoints, log=log)
     metrics_path = workdir / "metrics.jsonl"
@@ -311,7 +326,7 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
-    train_step = make_train_step(model, optimizer, train_config.seed, mesh)
+    train_step = make_train_step(model, optimizer, train_config.seed, mesh, edge_mesh)
     predict_step = make_predict_step(model)
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]
@@ -329,7 +344,10 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
         for epoch in range(start_epoch, train_config.epochs):
             started = time.perf_counter()
             losses = []
-            if mesh is None:
+            if edge_mesh is not None:
+                epoch_batches = (parallel.place_edge_sharded(b, edge_mesh) for b in graph_lib.batches(
+                    train_graphs, budget, train_config.batch_size, epoch_orders[epoch]))
+            elif mesh is None:
                 epoch_batches = graph_lib.batches(train_graphs, budget, train_config.batch_size,
                                                   epoch_orders[epoch])
             else:
@@ -344,7 +362,7 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
                 raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
             train_seconds = time.perf_counter() - started
             # Evaluation runs on one local device, on this process's copy of the replicated params.
-            eval_params = state.params if mesh is None else jax.tree_util.tree_map(
+            eval_params = state.params if mesh is None and edge_mesh is None else jax.tree_util.tree_map(
                 lambda x: x.addressable_shards[0].data, state.params)
             predictions, test_loss = predict_graphs(predict_step, eval_params, test_graphs, budget)
             record = {
