@@ -14,7 +14,9 @@ plus one chunk.
 
 Each size runs in its own subprocess so that its peak resident memory (VmHWM) is its own.
 Prints one JSON line per size: graph-building time, first forward pass (including
-compilation), median forward time over repeats, particles per second, peak memory.
+compilation), median forward time over repeats, particles per second, peak memory (read
+before the triad below runs), XLA's cost analysis of the compiled forward pass and, unless
+--no-bandwidth, the memory roofline fraction (see ``benchmarks.train_step``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import sys
 import time
 
 import numpy as np
+
+from experiments.configs.default import DEFAULT_DATA
 
 
 def peak_memory_gib() -> float:
@@ -41,7 +45,7 @@ def peak_memory_gib() -> float:
 def configuration_of_size(n: int):
     from benchmarks import systems
     from eignn_jax import dataset
-    dev = dataset.load_configuration("eignn_jax/default_data/N1000T0.64_1.npz")
+    dev = dataset.load_configuration(DEFAULT_DATA / "N1000T0.64_1.npz")
     if n == 4096:
         return systems.ka_configuration(16)
     k = round((n / dev.n_particles) ** (1 / 3))
@@ -50,8 +54,18 @@ def configuration_of_size(n: int):
     return systems.replicate(dev, k)
 
 
-def measure(n: int, args) -> dict:
+def measure(n: int, repeats: int = 5, workdir: str | None = None, width: int = 32, layers: int = 7,
+            bandwidth: bool = True) -> dict:
+    """Build the graph of an N = ``n`` system and time the forward pass on it; the JSON row.
+
+    workdir: a trained run whose parameters (and model config) to use; else a fresh EIGNN of
+    ``width`` and ``layers`` (ℓ_max 2). Timed: the first pass (compilation included), then
+    the median of ``repeats`` (1 above N = 10⁵). bandwidth: add the triad and the roofline
+    fraction. Raises SystemExit for an ``n`` that is neither 4096 nor 1000·k³.
+    """
     import jax
+    from benchmarks import memory
+    from benchmarks.train_step import roofline_fields
     from eignn_jax import experiment, graph as graph_lib
     from eignn_jax.feature_scales import fit_feature_scales
     from eignn_jax.model import EIGNN, ModelConfig, for_graph_size
@@ -61,11 +75,12 @@ def measure(n: int, args) -> dict:
     graph = graph_lib.build_graph(config, graph_lib.GraphConfig())
     build_s = time.perf_counter() - started
     n_edges = int(graph.n_edge[0])
-    if args.workdir:
-        run = experiment.load_trained(args.workdir)
+    if workdir:
+        run = experiment.load_trained(workdir)
         model_config, params = run.config.model, run.params
     else:
-        model_config = ModelConfig(num_outputs=8, scales=fit_feature_scales([graph]))
+        model_config = ModelConfig(width=width, num_layers=layers, num_outputs=8,
+                                   scales=fit_feature_scales([graph]))
         params = None
     model_config = for_graph_size(model_config, n_edges)
     chunk = model_config.edge_chunk
@@ -74,35 +89,47 @@ def measure(n: int, args) -> dict:
     del graph
     model = EIGNN(model_config)
     if params is None:
-        params = model.init(jax.random.PRNGKey(0), padded)
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), padded)    # one compilation, not one per operation
     forward = jax.jit(model.apply)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     forward(params, padded).block_until_ready()
-    first_s = time.perf_counter() - started
+    first_s, first_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     times = []
-    for _ in range(args.repeats if n <= 10**5 else 1):
+    for _ in range(repeats if n <= 10**5 else 1):
         started = time.perf_counter()
         forward(params, padded).block_until_ready()
         times.append(time.perf_counter() - started)
     median = statistics.median(times)
+    peak = peak_memory_gib()        # before the triad's arrays raise it
+    compiled = forward.lower(params, padded).compile()      # jit's in-memory cache: no recompilation
+    bandwidth_gb_s = memory.triad_bandwidth("jax")["gb_s"] if bandwidth else None
+    device = jax.devices()[0]
     return {"benchmark": "inference", "n_particles": n, "n_edges": n_edges, "edge_chunk": chunk,
             "graph_build_s": round(build_s, 3), "first_forward_s_incl_compile": round(first_s, 2),
+            "first_forward_cpu_s": round(first_cpu_s, 2),
             "forward_median_s": round(median, 4), "repeats": len(times),
-            "particles_per_s": round(n / median), "peak_memory_gib": round(peak_memory_gib(), 2),
-            "trained_params": bool(args.workdir), "devices": jax.devices()[0].platform}
+            "particles_per_s": round(n / median), "peak_memory_gib": round(peak, 2),
+            "trained_params": bool(workdir), "devices": device.platform, "device_kind": device.device_kind,
+            "width": model_config.width, "layers": model_config.num_layers,
+            **roofline_fields(compiled, median, bandwidth_gb_s)}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4096, 1_000_000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workdir", default=None, help="trained run whose parameters to use")
+    parser.add_argument("--width", type=int, default=32, help="without --workdir")
+    parser.add_argument("--layers", type=int, default=7, help="without --workdir")
+    parser.add_argument("--no-bandwidth", action="store_true",
+                        help="skip the triad (memory bandwidth) and so the roofline fraction")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(measure(args.one, args)), flush=True)
+        print(json.dumps(measure(args.one, args.repeats, args.workdir, args.width, args.layers,
+                                 bandwidth=not args.no_bandwidth)), flush=True)
         return
-    passthrough = [a for a in sys.argv[1:]]
+    passthrough = list(sys.argv[1:] if argv is None else argv)
     for n in args.sizes:
         result = subprocess.run([sys.executable, "-m", "benchmarks.inference", *passthrough, "--one", str(n)],
                                 capture_output=True, text=True)

@@ -22,6 +22,7 @@ evaluations, the final max |F| and the energy per particle.
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -31,30 +32,37 @@ import numpy as np
 from benchmarks.systems import ka_liquid
 from eignn_jax import dataset
 from eignn_jax.physics import kob_andersen, minimise
+from experiments.configs.default import DEFAULT_DATA
 
-DEV_FILE = "eignn_jax/default_data/N1000T0.64_1.npz"
+DEV_FILE = str(DEFAULT_DATA / "N1000T0.64_1.npz")
 
 
-def run(name: str, description: str, positions, types, box, repeats: int,
-        method: str = minimise.DEFAULT_METHOD) -> None:
-    """Time inherent_structure on one system and print its JSON line."""
-    started = time.perf_counter()
+def measure(name: str, description: str, positions, types, box, repeats: int,
+            method: str = minimise.DEFAULT_METHOD) -> dict:
+    """Time inherent_structure on one system (positions [N, 3] σ, types [N] 1/2, box [3] σ):
+    a first run (compilation included), then ``repeats`` more; the JSON row."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = minimise.inherent_structure(positions, types, box, method=method)
-    first = time.perf_counter() - started
-    times = []
+    first, first_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    times, cpu_times = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = minimise.inherent_structure(positions, types, box, method=method)
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     start_energy = float(np.mean(kob_andersen.per_particle_energy(positions, types, box)))
-    print(json.dumps({
+    device = jax.devices()[0]
+    return {
+        "benchmark": "inherent_structure",
         "system": name,
         "method": method,
         "start": description,
         "n_particles": int(len(types)),
         "start_energy_per_particle": round(start_energy, 4),
         "first_run_s": round(first, 2),
-        "median_s": round(statistics.median(times), 2),
+        "first_run_cpu_s": round(first_cpu, 2),
+        "median_s": round(statistics.median(times), 2) if times else None,
+        "median_cpu_s": round(statistics.median(cpu_times), 2) if cpu_times else None,
         "repeats": repeats,
         "iterations": result.iterations,
         "float64_iterations": result.float64_iterations,
@@ -62,11 +70,19 @@ def run(name: str, description: str, positions, types, box, repeats: int,
         "neighbour_rebuilds": result.neighbour_rebuilds,
         "max_force": float(f"{result.max_force:.3g}"),
         "energy_per_particle": round(result.energy_per_particle, 6),
-        "device": jax.devices()[0].platform,
-    }), flush=True)
+        "device": device.platform,
+        "device_kind": device.device_kind,
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
 
 
-def main() -> None:
+def run(name: str, description: str, positions, types, box, repeats: int,
+        method: str = minimise.DEFAULT_METHOD) -> None:
+    """Time inherent_structure on one system and print its JSON line (:func:`measure`)."""
+    print(json.dumps(measure(name, description, positions, types, box, repeats, method)), flush=True)
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -75,7 +91,7 @@ def main() -> None:
                         help="Langevin steps (dt 0.005) at T=0.64 after melting, for N=4096")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=sorted(minimise.METHODS), default=minimise.DEFAULT_METHOD)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     config = dataset.load_configuration(args.dev_file)
     run("dev_N1000", f"initial_positions of {args.dev_file} (equilibrated, T=0.64)",

@@ -11,59 +11,154 @@ one N = 4096 KA liquid at density 1.2 with its FIRE inherent structure
 step does not depend on the label values).
 
 Prints one JSON line per figure: medians over repeats, after a warm-up (compile) step.
+Beside the times: user and system CPU seconds and minor page faults per step (the whole
+process, ``resource.getrusage``); XLA's cost analysis of the compiled step (``xla_flops``,
+``xla_bytes_accessed``: the bytes its HLO operations read and write, counted as if nothing
+stayed in cache; ``xla_temp_bytes``: its scratch buffers); and, unless --no-bandwidth, the
+memory roofline: the triad bandwidth of the device (``benchmarks.memory``) and
+``memory_roofline_fraction`` = (bytes accessed / triad bandwidth) / median step time, the
+share of the step that moving its bytes at full bandwidth would take (1 = memory-bound at
+the triad's rate). XLA's count assumes no operand stays in cache and ignores that gathers
+and scatters move whole cache lines, so the fraction is a guide, not a measurement.
+With --compilation-cache DIR the first step loads the compiled step from JAX's persistent
+cache if an earlier run wrote it there (``first_step_cache`` counts its hits and writes,
+``init_cache`` those of the initial state, made under one jit).
 With --profile, the JAX profiler traces 3 more steps and the top operations (thunk time per
 step, summed over the CPU threads) are printed, by op and by module / named scope
 (``benchmarks.profiling``).
 """
+
+from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import os
 import pathlib
+import resource
 import statistics
 import time
 
 import jax
 import numpy as np
 
-from benchmarks import profiling, systems
-from eignn_jax import dataset, graph as graph_lib, training
+from benchmarks import memory, profiling, systems
+from eignn_jax import compilation, dataset, graph as graph_lib, parallel, training
 from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
 
 
-def prepare_step(model, graphs: list, seed: int = 0):
+def prepare_step(model, graphs: list, seed: int = 0, jit_init: bool = False, edge_mesh=None):
     """(jitted train step, initial state, padded one-graph batches) for ``model`` on ``graphs``:
-    the training loop's optimizer (default ``TrainConfig``), padding and step."""
+    the training loop's optimizer (default ``TrainConfig``), padding and step.
+
+    jit_init: make the initial state (``training.init_state``) under one ``jax.jit``. Run
+    eagerly, as the training loop does, it compiles each of its ~300 operations on its own
+    (12–24 s of CPU on 2 cores at paper size; 5–13 s jitted). Only for models whose
+    ``init`` is a pure function (not ``benchmarks.cost.EvaluationMode``, which keeps state).
+    edge_mesh: split each graph's edges over this mesh's devices (``train.edge_parallel``).
+    """
     optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
     budget = graph_lib.padding_budget(graphs)
     batches = list(graph_lib.batches(graphs, budget, 1))
-    state = training.init_state(model, optimizer, batches[0], seed=seed)
-    return training.make_train_step(model, optimizer), state, batches
+    init = lambda batch: training.init_state(model, optimizer, batch, seed=seed)
+    state = (jax.jit(init) if jit_init else init)(batches[0])
+    if edge_mesh is not None:
+        state = parallel.replicate(jax.device_get(state), edge_mesh)
+        batches = [parallel.place_edge_sharded(b, edge_mesh) for b in batches]
+    return training.make_train_step(model, optimizer, edge_mesh=edge_mesh), state, batches
 
 
-def time_steps(step, state, batches: list, repeats: int):
+@dataclasses.dataclass(frozen=True)
+class StepTimes:
+    """What :func:`measure_steps` measured. Seconds; CPU figures are the whole process's
+    (all threads), so on a shared machine they show what the step itself used."""
+    first_s: float              # the first step, compilation (or cache load) included
+    first_cpu_s: float          # its CPU seconds (user + system)
+    process_cpu_s_to_first: float   # CPU seconds from process start to the end of the first step
+    wall_s: list[float]         # per timed step
+    cpu_s: list[float]          # per timed step, user + system
+    user_s_per_step: float      # mean over the timed steps (getrusage)
+    system_s_per_step: float
+    minor_faults_per_step: float
+
+
+def measure_steps(step, state, batches: list, repeats: int) -> tuple[object, StepTimes]:
     """Run one step (compiling it), then ``repeats`` steady-state steps cycling over ``batches``.
 
-    Returns (state, first step's wall seconds incl. compilation, per-step wall seconds,
-    per-step CPU seconds). CPU time is the whole process's (all threads), so on a shared
-    machine it shows what the step itself used when wall time is inflated by other jobs.
+    Returns (state after the last step, :class:`StepTimes`). Minor page faults are first
+    touches of memory the process had not mapped: many per step mean buffers are mapped
+    afresh every step.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     state, loss = step(state, batches[0])
     loss.block_until_ready()
-    first = time.perf_counter() - started
+    first, first_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    process_cpu = time.process_time()      # since the process started: imports, graphs, init, step
 
     wall, cpu = [], []
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for k in range(repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
         state, loss = step(state, batches[k % len(batches)])
         loss.block_until_ready()
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - cpu_started)
-    return state, first, wall, cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    per_step = max(repeats, 1)
+    return state, StepTimes(first, first_cpu, process_cpu, wall, cpu, (after.ru_utime - before.ru_utime) / per_step,
+                            (after.ru_stime - before.ru_stime) / per_step,
+                            (after.ru_minflt - before.ru_minflt) / per_step)
+
+
+def time_steps(step, state, batches: list, repeats: int):
+    """:func:`measure_steps` as (state, first step's wall seconds incl. compilation, per-step wall
+    seconds, per-step CPU seconds)."""
+    state, times = measure_steps(step, state, batches, repeats)
+    return state, times.first_s, times.wall_s, times.cpu_s
+
+
+def cost_analysis(compiled) -> dict:
+    """XLA's cost analysis of a compiled function: {'flops', 'bytes_accessed', 'temp_bytes'}.
+
+    compiled: a ``jax.stages.Compiled`` (``jitted.lower(*args).compile()``). 'bytes_accessed'
+    sums the operands and results of every HLO operation (fusions as one), so it counts
+    memory traffic as if no operation found its inputs in cache. Values are floats, None
+    where the backend gives none. ``cost_analysis()`` returns a dict in jax ≥ 0.4.30 and a
+    one-element list of dicts before; both are read.
+    """
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    analysis = analysis or {}
+    try:
+        temp = float(compiled.memory_analysis().temp_size_in_bytes)
+    except (AttributeError, TypeError, NotImplementedError):     # backends without it
+        temp = None
+    flops, traffic = analysis.get("flops"), analysis.get("bytes accessed")
+    return {"flops": None if flops is None else float(flops),
+            "bytes_accessed": None if traffic is None else float(traffic), "temp_bytes": temp}
+
+
+def roofline_fraction(bytes_accessed: float | None, bandwidth_gb_s: float | None, step_s: float) -> float | None:
+    """(bytes_accessed / bandwidth) / step_s: the share of a step that moving its bytes at the
+    measured bandwidth would take. bytes_accessed in bytes, bandwidth in 10⁹ B/s, step_s in
+    seconds; None when a figure is missing or not positive."""
+    if not bytes_accessed or not bandwidth_gb_s or bandwidth_gb_s <= 0 or step_s <= 0:
+        return None
+    return bytes_accessed / (bandwidth_gb_s * 1e9) / step_s
+
+
+def roofline_fields(compiled, median_s: float, bandwidth_gb_s: float | None) -> dict:
+    """The JSON fields of the cost analysis and the memory roofline of ``compiled``."""
+    cost = cost_analysis(compiled)
+    fraction = roofline_fraction(cost["bytes_accessed"], bandwidth_gb_s, median_s)
+    return {"xla_flops": cost["flops"], "xla_bytes_accessed": cost["bytes_accessed"],
+            "xla_temp_bytes": cost["temp_bytes"],
+            "gflop_s": None if not cost["flops"] else round(cost["flops"] / median_s / 1e9, 2),
+            "triad_gb_s": bandwidth_gb_s,
+            "memory_roofline_fraction": None if fraction is None else round(fraction, 4)}
 
 
 def benchmark_configurations(system: str, k: int, system_file: str | None) -> list[dataset.Configuration]:
@@ -81,7 +176,65 @@ def benchmark_configurations(system: str, k: int, system_file: str | None) -> li
     return [systems.replicate(dataset.load_configuration(f), k) for f in files]
 
 
-def main() -> None:
+def _hits_and_writes(events) -> dict:
+    """The persistent cache's hits and writes (``compilation.cache_events``), as JSON."""
+    return {"hits": events["cache_hits"], "writes": events["cache_misses"]}
+
+
+def dev_graphs(system: str = "dev", replicate: int = 1, system_file: str | None = None) -> list:
+    """The benchmark's graphs (numpy ``jraph.GraphsTuple``s; see the module docstring)."""
+    graph_config = graph_lib.GraphConfig()
+    return [graph_lib.build_graph(c, graph_config) for c in benchmark_configurations(system, replicate, system_file)]
+
+
+def benchmark(graphs: list, layers: int = 7, width: int = 32, repeats: int = 10, bandwidth: bool = True,
+              triad_mib: float | None = None, edge_parallel: bool = False) -> tuple[dict, object, object, list]:
+    """Time the train step of an EIGNN (``layers``, ``width``, ℓ_max 2) on ``graphs``.
+
+    Returns (the JSON row, the jitted step, the state after the timed steps, the padded
+    batches). bandwidth: also measure the triad (``benchmarks.memory.triad_bandwidth``, 'jax',
+    3 × ``triad_mib`` MiB, None: its default for the device; after the steps, so that it does
+    not disturb them) for the roofline. edge_parallel: split the edges over all local devices
+    (on a CPU, call ``parallel.request_host_devices`` before JAX starts).
+    """
+    n, e = int(graphs[0].n_node[0]), int(graphs[0].n_edge[0])
+    model_config = ModelConfig(width=width, num_layers=layers, l_max=2,
+                               num_outputs=graphs[0].nodes["targets"].shape[1],
+                               scales=fit_feature_scales(graphs))
+    init_cpu_started = time.process_time()
+    with compilation.cache_events() as init_events:
+        step, state, batches = prepare_step(EIGNN(model_config), graphs, jit_init=True,
+                                            edge_mesh=parallel.edge_mesh() if edge_parallel else None)
+    init_cpu = time.process_time() - init_cpu_started
+    load_before = os.getloadavg()
+    with compilation.cache_events() as step_events:
+        state, times = measure_steps(step, state, batches, repeats)
+    median = statistics.median(times.wall_s)
+    # The same program as the steps ran: jit's in-memory cache returns it without compiling.
+    compiled = step.lower(state, batches[0]).compile()
+    bandwidth_gb_s = memory.triad_bandwidth("jax", triad_mib)["gb_s"] if bandwidth else None
+    device = jax.devices()[0]
+    row = {
+        "benchmark": "train_step", "n_particles": n, "n_edges": e,
+        "width": width, "layers": layers, "l_max": 2,
+        "median_s": round(median, 4), "min_s": round(min(times.wall_s), 4),
+        "median_cpu_s": round(statistics.median(times.cpu_s), 4),
+        "user_s_per_step": round(times.user_s_per_step, 4),
+        "system_s_per_step": round(times.system_s_per_step, 4),
+        "minor_faults_per_step": round(times.minor_faults_per_step, 1),
+        "load_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "first_step_s_incl_compile": round(times.first_s, 2), "first_step_cpu_s": round(times.first_cpu_s, 2),
+        "process_cpu_s_to_first_step": round(times.process_cpu_s_to_first, 2),
+        "compilations": step.traces,
+        "init_cpu_s": round(init_cpu, 2), "init_cache": _hits_and_writes(init_events),
+        "first_step_cache": _hits_and_writes(step_events),
+        "steps": repeats, "devices": str(device.platform), "device_kind": device.device_kind,
+        "edge_parallel_devices": len(jax.local_devices()) if edge_parallel else 0,
+        **roofline_fields(compiled, median, bandwidth_gb_s)}
+    return row, step, state, batches
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=["dev", "ka4096"], default="dev")
     parser.add_argument("--replicate", type=int, default=1, help="tile the N=1000 dev box k×k×k")
@@ -91,29 +244,29 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=7)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-bandwidth", action="store_true",
+                        help="skip the triad (memory bandwidth) and so the roofline fraction")
+    parser.add_argument("--triad-mib", type=float, default=None,
+                        help=f"size of each triad array, MiB (default {memory.DEFAULT_MIB}; "
+                             f"{memory.ACCELERATOR_MIB} on a GPU)")
+    parser.add_argument("--compilation-cache", default=None, metavar="DIR",
+                        help="use JAX's persistent compilation cache in DIR (default: off, so that the "
+                             "first step shows the compile time)")
+    parser.add_argument("--edge-parallel", action="store_true",
+                        help="split each graph's edges over the CPU cores as host devices (train.edge_parallel)")
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
     parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.edge_parallel:
+        parallel.request_host_devices()      # before JAX starts its CPU backend
+    cache = compilation.enable_persistent_cache(args.compilation_cache) if args.compilation_cache else None
 
-    configs = benchmark_configurations(args.system, args.replicate, args.system_file)
-    graph_config = graph_lib.GraphConfig()
-    graphs = [graph_lib.build_graph(c, graph_config) for c in configs]
-    n, e = int(graphs[0].n_node[0]), int(graphs[0].n_edge[0])
-
-    model_config = ModelConfig(width=args.width, num_layers=args.layers, l_max=2,
-                               num_outputs=graphs[0].nodes["targets"].shape[1],
-                               scales=fit_feature_scales(graphs))
-    step, state, batches = prepare_step(EIGNN(model_config), graphs)
-    load_before = os.getloadavg()
-    state, first, times, cpu_times = time_steps(step, state, batches, args.repeats)
-    print(json.dumps({
-        "benchmark": "train_step", "system": args.system, "n_particles": n, "n_edges": e,
-        "width": args.width, "layers": args.layers, "l_max": 2,
-        "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-        "median_cpu_s": round(statistics.median(cpu_times), 4),
-        "load_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "first_step_s_incl_compile": round(first, 2), "compilations": step.traces,
-        "steps": args.repeats, "devices": str(jax.devices()[0].platform)}), flush=True)
+    graphs = dev_graphs(args.system, args.replicate, args.system_file)
+    row, step, state, batches = benchmark(graphs, args.layers, args.width, args.repeats,
+                                          bandwidth=not args.no_bandwidth, triad_mib=args.triad_mib,
+                                          edge_parallel=args.edge_parallel)
+    print(json.dumps({"benchmark": "train_step", "system": args.system, **row,
+                      "compilation_cache": None if cache is None else str(cache)}), flush=True)
 
     if args.profile:
         steps = 3

@@ -7,7 +7,7 @@ import pathlib
 import pkgutil
 from typing import Callable
 
-from eignn_jax import config as config_lib, formats
+from eignn_jax import compilation, config as config_lib, formats
 from experiments import configs as configs_package
 
 
@@ -107,6 +107,23 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--type-map", type=parsed(formats.parse_type_map), default=None,
                         help="which file species is A and which B, e.g. 0:A,1:B or Ni:A,P:B "
                              "(default: 1:A,2:B,A:A,B:B)")
+
+
+def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-compilation-cache``, parsed into ``args.no_compilation_cache``; see :func:`start_compilation_cache`."""
+    parser.add_argument("--no-compilation-cache", action="store_true",
+                        help="compile every jitted program afresh instead of loading it from the persistent "
+                             "compilation cache ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
+                             "default $XDG_CACHE_HOME/eignn_jax/xla, else ~/.cache/eignn_jax/xla)")
+
+
+def start_compilation_cache(args: argparse.Namespace) -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache unless ``--no-compilation-cache`` was given
+    (:func:`eignn_jax.compilation.enable_persistent_cache`; the environment can also turn it
+    off). Call it before anything is compiled. Returns the cache directory, or None."""
+    if args.no_compilation_cache:
+        return None
+    return compilation.enable_persistent_cache()
 
 
 def integers(text: str) -> list[int]:

@@ -19,6 +19,8 @@ dashed in pcc.png and printed under the table, on their own time grid.
 import argparse
 import sys
 
+from experiments import common
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,7 +30,9 @@ def main(argv=None) -> None:
     parser.add_argument("--published", default=None, metavar="DIR",
                         help="folder of published Pcc tables (pcc_all_TTT.csv, pcc_mean_TTT.csv) to draw "
                              "as reference lines at the data's temperature")
+    common.add_compilation_cache_argument(parser)
     args = parser.parse_args(argv)
+    common.start_compilation_cache(args)
 
     from eignn_jax import dataset, experiment
     try:

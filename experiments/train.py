@@ -9,7 +9,8 @@ config name or the config.json of a run, which repeats that run (--set still app
 TensorBoard events of each epoch: --set train.tensorboard=true (pip install 'eignn_jax[tensorboard]').
 
 Data-parallel over all local devices: --set train.data_parallel=true (batch_size divisible
-by the device count). Several hosts: start one process per host (or per GPU) with
+by the device count). Each graph's edges over all local devices (on a CPU, its cores):
+--set train.edge_parallel=true. Several hosts: start one process per host (or per GPU) with
 --distributed; see "Many devices and many hosts" in README.md.
 """
 
@@ -34,7 +35,9 @@ def main(argv=None) -> None:
                              "Open MPI, else $JAX_COORDINATOR_ADDRESS)")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed (default: detected)")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed (default: detected)")
+    common.add_compilation_cache_argument(parser)
     args = parser.parse_args(argv)
+    common.start_compilation_cache(args)
     if args.distributed:
         import jax
         # Before anything touches a device.
@@ -43,6 +46,9 @@ def main(argv=None) -> None:
     config = common.load_config(args.config, args.overrides)
     if args.distributed:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, data_parallel=True))
+    if config.train.edge_parallel:
+        from eignn_jax import parallel
+        parallel.request_host_devices()   # a CPU's cores as devices; before JAX starts its backend
 
     from eignn_jax import dataset, experiment
     try:

@@ -53,7 +53,9 @@ def main(argv=None) -> None:
                         help=f"largest factor between matched times (default {transfer.DEFAULT_TOLERANCE})")
     parser.add_argument("--tau-alpha", type=tau_alpha_values, default=None,
                         help="tau_alpha of temperatures whose folders record none, e.g. 0.8=2.4")
+    common.add_compilation_cache_argument(parser)
     args = parser.parse_args(argv)
+    common.start_compilation_cache(args)
     config = common.load_config(args.config, args.overrides)
 
     from eignn_jax import dataset

@@ -1,7 +1,12 @@
 """Shared fixtures: real dev configurations from the embedded default data, small models."""
 
 import json
+import os
 import pathlib
+
+# The command-line tools keep compiled programs in the user's cache; tests that call them in
+# this process must not write there (tests of the cache choose their own directory).
+os.environ.setdefault("EIGNN_JAX_COMPILATION_CACHE", "0")
 
 import jax
 import numpy as np
