@@ -832,8 +832,6 @@ def import_public_checkpoint(checkpoint: pathlib.Path | str, workdir: pathlib.Pa
         "model_revision": MODEL_REVISION,
         "config": to_dict(config),
         "times": [float(t) for t in times],
-        # Each data folder's own time grid (several only for a run on several folders).
-        "time_grids": {folder: [float(t) for t in grid] for folder, grid in grids.items()},
         "target_mean": None, "target_std": None, "baseline": None,
         "train_files": [], "validation_files": [], "test_files": [],
         "imported_from": {"path": str(checkpoint.resolve()),
