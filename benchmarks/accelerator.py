@@ -88,14 +88,15 @@ def main(argv=None) -> None:
 
     device = jax.devices()[0]
     load = round(os.getloadavg()[0], 2)
-    rows = []
     for name in args.only:
+        # Each line is printed as soon as it is measured: a run stopped by a time limit
+        # (a leased accelerator) still reports every benchmark that finished.
         if name == "train_step":
-            rows = [run_train_step(layers, width, repeats, bandwidth, device)]
+            rows = (run_train_step(layers, width, repeats, bandwidth, device) for _ in [0])
         elif name == "inference":
-            rows = [run_inference(n, layers, width, repeats, bandwidth, device) for n in args.inference_sizes]
+            rows = (run_inference(n, layers, width, repeats, bandwidth, device) for n in args.inference_sizes)
         else:
-            rows = [run_inherent_structure(args.method, 0 if args.quick else min(repeats, 3), device)]
+            rows = (run_inherent_structure(args.method, 0 if args.quick else min(repeats, 3), device) for _ in [0])
         for row in rows:
             print(json.dumps({**row, "quick": args.quick, "load_1min_at_start": load}), flush=True)
 

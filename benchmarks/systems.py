@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eignn_jax import dataset
-from eignn_jax.physics import kob_andersen, minimise
+from eignn_jax.physics import kob_andersen, minimise, neighbours
 from eignn_jax.physics.periodic import wrap
 
 
@@ -42,18 +42,20 @@ def lattice_start(n_side: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
 def _langevin_steps(positions, velocities, key, types, box, pairs, temperature, n_steps):
     """BAOAB Langevin dynamics (unit mass, friction 1/τ, dt 0.005 τ) for n_steps steps.
 
-    ``pairs`` must have been built with a 1 σ skin. Stops early once a particle
-    has moved more than 0.25 σ (a quarter of the skin), so that every force,
-    including the one after that last step, comes from a valid list; the caller
-    then rebuilds it. Returns (positions, velocities, key, steps done).
+    ``pairs``: a :class:`~eignn_jax.physics.neighbours.HalfList`. Stops early once a
+    particle has moved more than a quarter of its skin, half of what the list covers, so
+    that the force of the step after the last check also comes from a valid list; the
+    caller then rebuilds it. Returns (positions, velocities, key, steps done).
     """
     dt, friction = 0.005, 1.0
     decay = jnp.exp(-friction * dt)
     noise = jnp.sqrt(temperature * (1.0 - decay**2))
 
+    early = pairs._replace(half_skin=0.5 * pairs.half_skin)
+
     def keep_going(carry):
         x, _, _, _, step = carry
-        return (step < n_steps) & ~minimise.needs_rebuild(pairs, x, 0.5)
+        return (step < n_steps) & neighbours.covers(x, early)
 
     def step(carry):
         x, v, f, key, k = carry
@@ -62,11 +64,11 @@ def _langevin_steps(positions, velocities, key, types, box, pairs, temperature, 
         x = x + 0.5 * dt * v
         v = decay * v + noise * jax.random.normal(sub, v.shape, v.dtype)
         x = x + 0.5 * dt * v
-        _, f = minimise.ka_energy_and_forces(x, types, box, pairs)
+        _, f = kob_andersen.energy_and_forces(x, types, box, pairs)
         v = v + 0.5 * dt * f
         return x, v, f, key, k + 1
 
-    _, forces = minimise.ka_energy_and_forces(positions, types, box, pairs)
+    _, forces = kob_andersen.energy_and_forces(positions, types, box, pairs)
     x, v, _, key, done = jax.lax.while_loop(
         keep_going, step, (positions, velocities, forces, key, jnp.asarray(0, jnp.int32)))
     return x, v, key, done
@@ -86,10 +88,11 @@ def langevin(positions, types, box, temperature: float, n_steps: int, seed: int)
     while done < n_steps:
         host = np.asarray(x, np.float64)
         try:
-            pairs = minimise.build_neighbour_list(host, types, box, skin, capacity)
-        except minimise.NeighbourListOverflow as overflow:
-            capacity = int(overflow.n_pairs * 1.2)
-            pairs = minimise.build_neighbour_list(host, types, box, skin, capacity)
+            pairs = minimise.ka_model(host, types, box, skin, capacity).pairs
+        except neighbours.NeighbourListOverflow as overflow:
+            # A coarse slot grid with room to spare: few distinct shapes, few compilations.
+            capacity = neighbours.padded_capacity(overflow.n_pairs, 1.2)
+            pairs = minimise.ka_model(host, types, box, skin, capacity).pairs
         x, v, key, steps = _langevin_steps(x, v, key, jnp.asarray(types), box32, pairs,
                                            jnp.float32(temperature), jnp.int32(n_steps - done))
         done += int(steps)
