@@ -32,7 +32,7 @@ import os
 
 import jax
 
-from benchmarks import inference, inherent_structure, train_step
+from benchmarks import inference, inherent_structure, memory, train_step
 from eignn_jax import compilation, dataset
 from eignn_jax.physics import minimise
 
@@ -78,7 +78,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-bandwidth", action="store_true", help="skip the triad and the roofline fraction")
     parser.add_argument("--compilation-cache", default=None, metavar="DIR",
                         help="JAX's persistent compilation cache in DIR (default: off, first calls compile)")
+    memory.add_memory_reuse_argument(parser)
     args = parser.parse_args(argv)
+    memory_reuse = memory.start_memory_reuse(args)
     layers = args.layers or (1 if args.quick else 7)
     width = args.width or (8 if args.quick else 32)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 10)
@@ -98,7 +100,8 @@ def main(argv=None) -> None:
         else:
             rows = (run_inherent_structure(args.method, 0 if args.quick else min(repeats, 3), device) for _ in [0])
         for row in rows:
-            print(json.dumps({**row, "quick": args.quick, "load_1min_at_start": load}), flush=True)
+            print(json.dumps({**row, "quick": args.quick, "memory_reuse": memory_reuse,
+                              "load_1min_at_start": load}), flush=True)
 
 
 if __name__ == "__main__":

@@ -124,10 +124,13 @@ def main(argv=None) -> None:
     parser.add_argument("--no-bandwidth", action="store_true",
                         help="skip the triad (memory bandwidth) and so the roofline fraction")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
+    from benchmarks import memory
+    memory.add_memory_reuse_argument(parser)
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.repeats, args.workdir, args.width, args.layers,
-                                 bandwidth=not args.no_bandwidth)), flush=True)
+        memory_reuse = memory.start_memory_reuse(args)
+        print(json.dumps({**measure(args.one, args.repeats, args.workdir, args.width, args.layers,
+                                    bandwidth=not args.no_bandwidth), "memory_reuse": memory_reuse}), flush=True)
         return
     passthrough = list(sys.argv[1:] if argv is None else argv)
     for n in args.sizes:

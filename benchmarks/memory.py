@@ -159,6 +159,21 @@ def triad_bandwidth(implementation: str = "jax", mib: float | None = None, repea
             "repeats": repeats}
 
 
+def add_memory_reuse_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-memory-reuse`` for the step benchmarks; see :func:`start_memory_reuse`."""
+    parser.add_argument("--no-memory-reuse", action="store_true",
+                        help="glibc's malloc defaults, which re-map XLA's large buffers on every call, "
+                             "instead of the command-line tools' default (eignn_jax.allocator)")
+
+
+def start_memory_reuse(args: argparse.Namespace) -> bool:
+    """Keep freed memory for reuse (:func:`eignn_jax.allocator.keep_freed_memory`, the
+    command-line tools' default) unless ``--no-memory-reuse``; whether it is kept. Call it
+    before JAX's first computation."""
+    from eignn_jax import allocator
+    return not args.no_memory_reuse and allocator.keep_freed_memory()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=float, default=None,

@@ -49,21 +49,16 @@ from eignn_jax.model import EIGNN, ModelConfig
 from experiments.configs.default import DEFAULT_DATA
 
 
-def prepare_step(model, graphs: list, seed: int = 0, jit_init: bool = False, edge_mesh=None):
+def prepare_step(model, graphs: list, seed: int = 0, edge_mesh=None):
     """(jitted train step, initial state, padded one-graph batches) for ``model`` on ``graphs``:
-    the training loop's optimizer (default ``TrainConfig``), padding and step.
+    the training loop's optimizer (default ``TrainConfig``), padding, initial state and step.
 
-    jit_init: make the initial state (``training.init_state``) under one ``jax.jit``. Run
-    eagerly, as the training loop does, it compiles each of its ~300 operations on its own
-    (12–24 s of CPU on 2 cores at paper size; 5–13 s jitted). Only for models whose
-    ``init`` is a pure function (not ``benchmarks.cost.EvaluationMode``, which keeps state).
     edge_mesh: split each graph's edges over this mesh's devices (``train.edge_parallel``).
     """
     optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
     budget = graph_lib.padding_budget(graphs)
     batches = list(graph_lib.batches(graphs, budget, 1))
-    init = lambda batch: training.init_state(model, optimizer, batch, seed=seed)
-    state = (jax.jit(init) if jit_init else init)(batches[0])
+    state = training.init_state(model, optimizer, batches[0], seed=seed)
     if edge_mesh is not None:
         state = parallel.replicate(jax.device_get(state), edge_mesh)
         batches = [parallel.place_edge_sharded(b, edge_mesh) for b in batches]
@@ -203,7 +198,7 @@ def benchmark(graphs: list, layers: int = 7, width: int = 32, repeats: int = 10,
                                scales=fit_feature_scales(graphs))
     init_cpu_started = time.process_time()
     with compilation.cache_events() as init_events:
-        step, state, batches = prepare_step(EIGNN(model_config), graphs, jit_init=True,
+        step, state, batches = prepare_step(EIGNN(model_config), graphs,
                                             edge_mesh=parallel.edge_mesh() if edge_parallel else None)
     init_cpu = time.process_time() - init_cpu_started
     load_before = os.getloadavg()
@@ -256,7 +251,9 @@ def main(argv=None) -> None:
                         help="split each graph's edges over the CPU cores as host devices (train.edge_parallel)")
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
     parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
+    memory.add_memory_reuse_argument(parser)
     args = parser.parse_args(argv)
+    memory_reuse = memory.start_memory_reuse(args)
     if args.edge_parallel:
         parallel.request_host_devices()      # before JAX starts its CPU backend
     cache = compilation.enable_persistent_cache(args.compilation_cache) if args.compilation_cache else None
@@ -265,7 +262,7 @@ def main(argv=None) -> None:
     row, step, state, batches = benchmark(graphs, args.layers, args.width, args.repeats,
                                           bandwidth=not args.no_bandwidth, triad_mib=args.triad_mib,
                                           edge_parallel=args.edge_parallel)
-    print(json.dumps({"benchmark": "train_step", "system": args.system, **row,
+    print(json.dumps({"benchmark": "train_step", "system": args.system, **row, "memory_reuse": memory_reuse,
                       "compilation_cache": None if cache is None else str(cache)}), flush=True)
 
     if args.profile:

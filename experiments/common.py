@@ -7,7 +7,7 @@ import pathlib
 import pkgutil
 from typing import Callable
 
-from eignn_jax import compilation, config as config_lib, formats
+from eignn_jax import allocator, compilation, config as config_lib, formats
 from experiments import configs as configs_package
 
 
@@ -109,18 +109,32 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 1:A,2:B,A:A,B:B)")
 
 
-def add_compilation_cache_argument(parser: argparse.ArgumentParser) -> None:
-    """``--no-compilation-cache``, parsed into ``args.no_compilation_cache``; see :func:`start_compilation_cache`."""
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-compilation-cache`` and ``--no-memory-reuse``, parsed into
+    ``args.no_compilation_cache`` and ``args.no_memory_reuse``; see :func:`start_runtime`."""
     parser.add_argument("--no-compilation-cache", action="store_true",
                         help="compile every jitted program afresh instead of loading it from the persistent "
                              "compilation cache ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
                              "default $XDG_CACHE_HOME/eignn_jax/xla, else ~/.cache/eignn_jax/xla)")
+    parser.add_argument("--no-memory-reuse", action="store_true",
+                        help="keep glibc's malloc defaults, which return XLA's large buffers to the system "
+                             "after every call (by default the process keeps freed memory for reuse: about "
+                             "25%% less time per step on a CPU, resident memory held at its peak)")
 
 
-def start_compilation_cache(args: argparse.Namespace) -> pathlib.Path | None:
-    """Turn on JAX's persistent compilation cache unless ``--no-compilation-cache`` was given
-    (:func:`eignn_jax.compilation.enable_persistent_cache`; the environment can also turn it
-    off). Call it before anything is compiled. Returns the cache directory, or None."""
+def start_runtime(args: argparse.Namespace) -> pathlib.Path | None:
+    """Process-wide settings of the command-line tools, before anything is compiled or run:
+
+    * JAX's persistent compilation cache, unless ``--no-compilation-cache``
+      (:func:`eignn_jax.compilation.enable_persistent_cache`; the environment can also turn
+      it off);
+    * malloc keeping freed memory for reuse, unless ``--no-memory-reuse``
+      (:func:`eignn_jax.allocator.keep_freed_memory`).
+
+    Returns the cache directory, or None.
+    """
+    if not args.no_memory_reuse:
+        allocator.keep_freed_memory()
     if args.no_compilation_cache:
         return None
     return compilation.enable_persistent_cache()

@@ -67,9 +67,9 @@ def main(argv=None) -> None:
                        help="add the structures to the input files themselves (each rewritten atomically; "
                             ".npz inputs only)")
     common.add_reader_arguments(parser)
-    common.add_compilation_cache_argument(parser)
+    common.add_runtime_arguments(parser)
     args = parser.parse_args(argv)
-    common.start_compilation_cache(args)
+    common.start_runtime(args)
 
     from eignn_jax import dataset, equilibrium, files, progress
 

@@ -30,9 +30,9 @@ def main(argv=None) -> None:
     parser.add_argument("--published", default=None, metavar="DIR",
                         help="folder of published Pcc tables (pcc_all_TTT.csv, pcc_mean_TTT.csv) to draw "
                              "as reference lines at the data's temperature")
-    common.add_compilation_cache_argument(parser)
+    common.add_runtime_arguments(parser)
     args = parser.parse_args(argv)
-    common.start_compilation_cache(args)
+    common.start_runtime(args)
 
     from eignn_jax import dataset, experiment
     try:

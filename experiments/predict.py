@@ -29,9 +29,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dump", action="store_true",
                         help="also write each prediction as a LAMMPS text dump (columns d_prop_<k>)")
     common.add_reader_arguments(parser)
-    common.add_compilation_cache_argument(parser)
+    common.add_runtime_arguments(parser)
     args = parser.parse_args(argv)
-    common.start_compilation_cache(args)
+    common.start_runtime(args)
 
     from eignn_jax import dataset, experiment
     try:

@@ -102,9 +102,9 @@ def main(argv=None) -> None:
     parser.add_argument("--check-data", default=None, metavar="FOLDER",
                         help="tau_alpha from NVE runs started at the configurations of FOLDER (any data set, "
                              "e.g. another pipeline's) at --temperature, over 8 tau_alpha")
-    common.add_compilation_cache_argument(parser)
+    common.add_runtime_arguments(parser)
     args = parser.parse_args(argv)
-    common.start_compilation_cache(args)
+    common.start_runtime(args)
     check_data = args.check_data is not None
     args.configs = args.configs if args.configs is not None else (8 if check_data else 20)
     args.runs = args.runs if args.runs is not None else (2 if check_data else 8)

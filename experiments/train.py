@@ -35,9 +35,9 @@ def main(argv=None) -> None:
                              "Open MPI, else $JAX_COORDINATOR_ADDRESS)")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed (default: detected)")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed (default: detected)")
-    common.add_compilation_cache_argument(parser)
+    common.add_runtime_arguments(parser)
     args = parser.parse_args(argv)
-    common.start_compilation_cache(args)
+    common.start_runtime(args)
     if args.distributed:
         import jax
         # Before anything touches a device.

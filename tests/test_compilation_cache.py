@@ -115,19 +115,21 @@ def test_the_command_line_flag_skips_the_cache(flag, expected_calls, monkeypatch
     calls = []
     monkeypatch.setattr(compilation, "enable_persistent_cache", lambda *a, **k: calls.append(a) or None)
     parser = argparse.ArgumentParser()
-    common.add_compilation_cache_argument(parser)
-    common.start_compilation_cache(parser.parse_args(flag))
+    common.add_runtime_arguments(parser)
+    common.start_runtime(parser.parse_args(flag + ["--no-memory-reuse"]))
     assert len(calls) == expected_calls
 
 
-@pytest.mark.parametrize("entry_point", ["train", "evaluate", "predict", "study", "equilibrate", "simulate"])
-def test_every_compiling_entry_point_takes_the_flag(entry_point, capsys):
+@pytest.mark.parametrize("entry_point", ["train", "evaluate", "predict", "study", "equilibrate", "simulate",
+                                         "transfer"])
+def test_every_compiling_entry_point_takes_the_flags(entry_point, capsys):
     import importlib
     module = importlib.import_module(f"experiments.{entry_point}")
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
-    assert "--no-compilation-cache" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--no-compilation-cache" in out and "--no-memory-reuse" in out
 
 
 # ----------------------------------------------------------------------------- across processes
