@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-bandwidth", action="store_true", help="skip the triad and the roofline fraction")
     parser.add_argument("--compilation-cache", default=None, metavar="DIR",
                         help="JAX's persistent compilation cache in DIR (default: off, first calls compile)")
-    memory.add_memory_reuse_argument(parser)
+    memory.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args(argv)
     memory_reuse = memory.start_memory_reuse(args)
     layers = args.layers or (1 if args.quick else 7)

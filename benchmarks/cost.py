@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--graphs", type=int, default=4, help="dev files to time on (cycled over)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model after the compiling one")
     parser.add_argument("--json", default=None, help="also write one JSON line per row to this file")
-    memory.add_memory_reuse_argument(parser)
+    memory.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args()
     memory.start_memory_reuse(args)
 

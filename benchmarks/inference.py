@@ -125,7 +125,7 @@ def main(argv=None) -> None:
                         help="skip the triad (memory bandwidth) and so the roofline fraction")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
     from benchmarks import memory
-    memory.add_memory_reuse_argument(parser)
+    memory.add_memory_reuse_argument(parser, default=False)
     args = parser.parse_args(argv)
     if args.one is not None:
         memory_reuse = memory.start_memory_reuse(args)

@@ -251,7 +251,7 @@ def main(argv=None) -> None:
                         help="split each graph's edges over the CPU cores as host devices (train.edge_parallel)")
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
     parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
-    memory.add_memory_reuse_argument(parser)
+    memory.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args(argv)
     memory_reuse = memory.start_memory_reuse(args)
     if args.edge_parallel:

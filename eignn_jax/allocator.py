@@ -6,11 +6,14 @@ returns them with ``munmap``, so every call page-faults its whole buffer again a
 kernel zero-fills it: 108 690 minor faults per train step, about a third of the step's CPU
 time on 2 cores (README, "Where a step's time goes"). With one malloc arena, no ``mmap`` for
 large blocks and no trimming of the heap, the freed buffer stays mapped and the next call
-reuses it: 0 faults per step, 25 % less wall time per step.
+reuses it: no faults per step, 10–20 % less wall time per step on 2 cores.
 
-The command-line tools call :func:`keep_freed_memory` at start (``--no-memory-reuse`` keeps
-glibc's defaults); importing :mod:`eignn_jax` changes nothing, so a pipeline of your own
-calls it if it wants the same.
+The price is paid once: with one arena, XLA's compiler threads contend for it, so compiling
+the paper-size train step takes about 3.5 s longer (11 s instead of 7.5 s on 2 cores). It
+pays over many steps, so the command-line tools that train call :func:`keep_freed_memory`
+at start (``--no-memory-reuse`` keeps glibc's defaults) and those that only predict or
+minimise do not. Importing :mod:`eignn_jax` changes nothing; a pipeline of your own calls
+it if it wants the same.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ def keep_freed_memory() -> bool:
     computation, so that XLA's threads start in the one arena.
 
     Cost: memory freed by the process is kept until it exits, so its resident memory stays
-    at its peak (the peak itself does not grow). Returns True if glibc accepted all three
-    settings, False where the C library is not glibc (nothing is then changed).
+    near its peak, and the peak can be a little higher (6.87 against 6.55 GiB for the
+    10⁶-particle forward pass); compilation is slower (module docstring). Returns True if
+    glibc accepted all three settings, False where the C library is not glibc (nothing is
+    then changed).
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

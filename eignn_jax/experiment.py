@@ -33,7 +33,7 @@ from eignn_jax.config import DataConfig, ExperimentConfig, from_dict, to_dict
 from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import MODEL_REVISION, for_graph_size
 
-BASELINE_NAME = "|d| line"
+BASELINE_NAME = metrics.BASELINE_NAME     # the name evaluate gives the |d| baseline's rows
 # Written beside a run's config.json, and beside each evaluation's pcc.csv.
 PROVENANCE_NAME = "data_provenance.json"
 EVALUATION_PROVENANCE_NAME = "pcc_provenance.json"

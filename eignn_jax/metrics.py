@@ -23,6 +23,9 @@ PCC_CSV_COLUMNS = ("model", "time", "pcc_mean", "pcc_all")
 NOISE_CEILING = "noise ceiling"
 """Name of the rows of :func:`split_half_ceiling` in Pcc tables, CSVs and plots."""
 
+BASELINE_NAME = "|d| line"
+"""Name of the rows of the |d| baseline (:func:`fit_linear_baseline`) in Pcc tables, CSVs and plots."""
+
 
 def pearson(x, y) -> float:
     """Pearson correlation coefficient of two 1-D samples.
@@ -280,6 +283,7 @@ __all__ = (
     "NOISE_CEILING",
     "spearman_brown",
     "split_half_ceiling",
+    "BASELINE_NAME",
     "fit_linear_baseline",
     "predict_linear_baseline",
     "write_pcc_csv",

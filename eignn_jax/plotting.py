@@ -20,7 +20,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from eignn_jax.files import atomic_write
-from eignn_jax.metrics import NOISE_CEILING
+from eignn_jax.metrics import BASELINE_NAME, NOISE_CEILING
 from eignn_jax.physics import periodic
 
 # Drawn diameters (σ) of A and B particles in the maps: 0.6 σ_AA and 0.6 σ_BB of the KA
@@ -86,7 +86,8 @@ def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None,
     rows: dicts with model (str), time (float, LJ time units, > 0 for the log
     axis), pcc_mean and pcc_all (float), optionally pcc_all_std / pcc_mean_std (spread over
     runs, drawn as a band): solid lines with markers, one colour per model; the rows of
-    :data:`eignn_jax.metrics.NOISE_CEILING` as a black dotted line.
+    :data:`eignn_jax.metrics.NOISE_CEILING` as a black dotted line and those of
+    :data:`eignn_jax.metrics.BASELINE_NAME` as a grey dashed one.
     reference: rows of the same form from elsewhere (e.g. published tables), drawn as dashed
     lines without markers on their own times and labelled "<model> (<reference_label>)"; a
     model present in both keeps one colour.
@@ -95,7 +96,8 @@ def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None,
     rows = list(rows)
     reference = list(reference or ())
     grouped, references = _rows_by_model(rows), _rows_by_model(reference)
-    colours = _model_colours([m for m in dict.fromkeys([*grouped, *references]) if m != NOISE_CEILING])
+    colours = _model_colours([m for m in dict.fromkeys([*grouped, *references])
+                             if m not in (NOISE_CEILING, BASELINE_NAME)])
     figure = _new_figure(11.0 if reference else 9.5, 4.2, layout="constrained")
     panels = figure.subplots(1, 2, sharex=True, sharey=True)
     for axes, metric, column in ((panels[0], "pcc_all", 1), (panels[1], "pcc_mean", 2)):
@@ -104,6 +106,9 @@ def plot_pcc(rows: Iterable[dict], path=None, title: str | None = None,
             time, pcc = values[0], values[column]
             if model == NOISE_CEILING:   # what the labels allow, not a model: a black dotted line
                 axes.plot(time, pcc, color="black", linestyle=":", linewidth=1.5, label=model)
+                continue
+            if model == BASELINE_NAME:   # the one-feature reference, not a model: grey dashes
+                axes.plot(time, pcc, color="0.45", linestyle="--", linewidth=1.2, label=model)
                 continue
             axes.plot(time, pcc, color=colours[model], linestyle="-", marker="o", markersize=3,
                       label=model)

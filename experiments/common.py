@@ -109,31 +109,35 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 1:A,2:B,A:A,B:B)")
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--no-compilation-cache`` and ``--no-memory-reuse``, parsed into
-    ``args.no_compilation_cache`` and ``args.no_memory_reuse``; see :func:`start_runtime`."""
+def add_runtime_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
+    """``--no-compilation-cache`` (``args.no_compilation_cache``) and, for the tools that
+    train (``training``), ``--no-memory-reuse`` (``args.memory_reuse``); see :func:`start_runtime`."""
     parser.add_argument("--no-compilation-cache", action="store_true",
                         help="compile every jitted program afresh instead of loading it from the persistent "
                              "compilation cache ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
                              "default $XDG_CACHE_HOME/eignn_jax/xla, else ~/.cache/eignn_jax/xla)")
-    parser.add_argument("--no-memory-reuse", action="store_true",
-                        help="keep glibc's malloc defaults, which return XLA's large buffers to the system "
-                             "after every call (by default the process keeps freed memory for reuse: about "
-                             "25%% less time per step on a CPU, resident memory held at its peak)")
+    if training:
+        parser.add_argument("--no-memory-reuse", dest="memory_reuse", action="store_false",
+                            help="keep glibc's malloc defaults, which return XLA's large buffers to the system "
+                                 "after every step (by default the process keeps freed memory for reuse: "
+                                 "10-20%% less time per train step on a CPU, a few seconds more compilation, "
+                                 "resident memory held at its peak)")
 
 
 def start_runtime(args: argparse.Namespace) -> pathlib.Path | None:
     """Process-wide settings of the command-line tools, before anything is compiled or run:
 
+    * malloc keeping freed memory for reuse in the tools that train, unless
+      ``--no-memory-reuse`` (:func:`eignn_jax.allocator.keep_freed_memory`). It pays over
+      many steps and costs some compilation time (one malloc arena for XLA's compiler
+      threads), so the tools that only predict or minimise leave glibc's defaults;
     * JAX's persistent compilation cache, unless ``--no-compilation-cache``
       (:func:`eignn_jax.compilation.enable_persistent_cache`; the environment can also turn
-      it off);
-    * malloc keeping freed memory for reuse, unless ``--no-memory-reuse``
-      (:func:`eignn_jax.allocator.keep_freed_memory`).
+      it off).
 
     Returns the cache directory, or None.
     """
-    if not args.no_memory_reuse:
+    if getattr(args, "memory_reuse", False):
         allocator.keep_freed_memory()
     if args.no_compilation_cache:
         return None

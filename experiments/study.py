@@ -30,7 +30,7 @@ def main(argv=None) -> None:
                         help=f"models at the config's depth, from {','.join(study.MODELS)} (default: all)")
     parser.add_argument("--depths", type=common.integers, default=list(study.DEFAULT_DEPTHS),
                         help="numbers of layers of the full model, e.g. 1,3,5,7 (default); '' for none")
-    common.add_runtime_arguments(parser)
+    common.add_runtime_arguments(parser, training=True)
     args = parser.parse_args(argv)
     common.start_runtime(args)
     config = common.load_config(args.config, args.overrides)

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
                              "Open MPI, else $JAX_COORDINATOR_ADDRESS)")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed (default: detected)")
     parser.add_argument("--process-id", type=int, default=None, help="with --distributed (default: detected)")
-    common.add_runtime_arguments(parser)
+    common.add_runtime_arguments(parser, training=True)
     args = parser.parse_args(argv)
     common.start_runtime(args)
     if args.distributed:

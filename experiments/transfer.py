@@ -53,7 +53,7 @@ def main(argv=None) -> None:
                         help=f"largest factor between matched times (default {transfer.DEFAULT_TOLERANCE})")
     parser.add_argument("--tau-alpha", type=tau_alpha_values, default=None,
                         help="tau_alpha of temperatures whose folders record none, e.g. 0.8=2.4")
-    common.add_runtime_arguments(parser)
+    common.add_runtime_arguments(parser, training=True)
     args = parser.parse_args(argv)
     common.start_runtime(args)
     config = common.load_config(args.config, args.overrides)

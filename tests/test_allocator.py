@@ -49,11 +49,12 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     assert faults_of_reallocation("keep") < 0.01 * pages
 
 
-@pytest.mark.parametrize("flag, expected_calls", [([], 1), (["--no-memory-reuse"], 0)])
-def test_the_command_line_flag_keeps_glibc_defaults(flag, expected_calls, monkeypatch):
+@pytest.mark.parametrize("training, flag, expected_calls",
+                         [(True, [], 1), (True, ["--no-memory-reuse"], 0), (False, [], 0)])
+def test_tools_that_train_keep_freed_memory_unless_told_not_to(training, flag, expected_calls, monkeypatch):
     calls = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     parser = argparse.ArgumentParser()
-    common.add_runtime_arguments(parser)
+    common.add_runtime_arguments(parser, training=training)
     common.start_runtime(parser.parse_args(flag + ["--no-compilation-cache"]))
     assert len(calls) == expected_calls
