@@ -273,6 +273,16 @@ class GraphIndex:
             features, harmonics = self._edge_inputs(bond_initial, bond_equilibrium)
             return EdgeBatch(s, r, features, harmonics, raw.get("weight"))
 
+    def shared(self, edge_fn: Callable[[EdgeBatch], jax.Array]) -> Callable[[EdgeBatch], jax.Array]:
+        """``edge_fn`` evaluated once over all edges when they are processed at once, so that
+        a per-edge quantity read by two reductions of a layer is one value: its two
+        cotangents are summed before the backward pass goes through ``edge_fn``, instead of
+        differentiating ``edge_fn`` twice. With ``edge_chunk`` > 0 each chunk recomputes it."""
+        if self.all_edges is None:
+            return edge_fn
+        value = edge_fn(self.all_edges)
+        return lambda edges: value if edges is self.all_edges else edge_fn(edges)
+
     def reduce(self, message_fn: Callable[[EdgeBatch], jax.Array], size: int) -> jax.Array:
         """Σ over incoming edges of message_fn(edges) [C, size] → [N, size], then divided by
         the average degree ('sum') or the node's in-degree ('mean')."""
@@ -429,6 +439,8 @@ class InteractionLayer(nn.Module):
                 gates = jax.nn.sigmoid(gates) if cfg.gate == "sigmoid" else nn.silu(gates)
                 return edges.harmonics * (gates @ projector.T)
 
+            # Read twice: summed into m̃_i (eq. 12) and in α⁰ (eq. 15).
+            edge_messages = index.shared(edge_messages)
             node_messages = index.reduce(edge_messages, projector.shape[0])   # [N, D]
             product = e3nn.tensor_product(
                 e3nn.IrrepsArray(irreps, node_messages), e3nn.IrrepsArray(irreps, h_eq),

@@ -111,6 +111,7 @@ class PublicInteractionLayer(nn.Module):
                                       + edges.features @ gate_e))
             return edges.harmonics * (gates @ projector.T)
 
+        edge_messages = index.shared(edge_messages)   # read again by α⁰ below
         node_messages = index.reduce(edge_messages, projector.shape[0])       # [N, D], mean
         product = e3nn.tensor_product(e3nn.IrrepsArray(irreps, h_eq), e3nn.IrrepsArray(irreps, node_messages),
                                       filter_ir_out=irreps)

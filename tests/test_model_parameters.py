@@ -16,7 +16,7 @@ import pytest
 
 from eignn_jax import graph as graph_lib
 from eignn_jax import architectures
-from eignn_jax.model import PUBLIC_LAYOUT, ModelConfig
+from eignn_jax.model import PUBLIC_LAYOUT, GraphIndex, ModelConfig, paper_edge_inputs
 from tests.conftest import small_model_config
 
 # Each entry: a variant or option of ModelConfig, on a 3-layer model (first, middle and last
@@ -141,3 +141,42 @@ def test_scalarisation_has_the_node_products_clebsch_gordan_normalisation():
         expected = jax.vmap(lambda x, y: e3nn.tensor_product(
             e3nn.IrrepsArray(irreps, x), e3nn.IrrepsArray(irreps, y), filter_ir_out=["0e"]).array)(a, b)
         np.testing.assert_allclose(degree_scalar_products(a, b, l_max), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("edge_chunk", [0, 20_000])
+def test_shared_edge_quantities_are_computed_once_over_all_edges(real_graph, edge_chunk):
+    """``GraphIndex.shared``: a per-edge quantity read by two reductions is one value when all
+    edges are processed at once (so the backward pass goes through it once), and is
+    recomputed per chunk otherwise; the reductions agree either way."""
+    config = small_model_config([real_graph], edge_chunk=edge_chunk)
+    padded = graph_lib.pad_graph(real_graph, graph_lib.padding_budget([real_graph]))
+    calls = []
+
+    def reductions(graph):
+        index = GraphIndex(graph, paper_edge_inputs(config), aggregation="sum", edge_chunk=edge_chunk)
+
+        def bond_scale(edges):
+            calls.append(edges.features.shape[0])
+            return edges.features[:, :1] * 2.0
+
+        bond_scale = index.shared(bond_scale)
+        first = index.reduce(lambda edges: bond_scale(edges) * edges.features, config.num_bessel * 2)
+        second = index.reduce(lambda edges: bond_scale(edges) + edges.features[:, 1:2], 1)
+        return first, second
+
+    first, second = jax.jit(reductions)(padded)
+    expected_first, expected_second = jax.jit(lambda g: reductions_unshared(g, config))(padded)
+    n_edges = padded.senders.shape[0]
+    if edge_chunk == 0:
+        assert calls == [n_edges]        # once, over all edges
+    else:
+        assert calls == [edge_chunk, edge_chunk]   # traced once per chunked reduction
+    np.testing.assert_allclose(first, expected_first, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second, expected_second, rtol=1e-5, atol=1e-5)
+
+
+def reductions_unshared(graph, config):
+    index = GraphIndex(graph, paper_edge_inputs(config), aggregation="sum")
+    scale = lambda edges: edges.features[:, :1] * 2.0
+    return (index.reduce(lambda edges: scale(edges) * edges.features, config.num_bessel * 2),
+            index.reduce(lambda edges: scale(edges) + edges.features[:, 1:2], 1))
