@@ -14,7 +14,8 @@ plus one chunk.
 
 Each size runs in its own subprocess so that its peak resident memory (VmHWM) is its own.
 Prints one JSON line per size: graph-building time, first forward pass (including
-compilation), median forward time over repeats, particles per second, peak memory (read
+compilation), median forward time over repeats, each with its CPU seconds (this process, all
+threads: CPU / wall is the number of cores kept busy), particles per second, peak memory (read
 before the triad below runs), XLA's cost analysis of the compiled forward pass and, unless
 --no-bandwidth, the memory roofline fraction (see ``benchmarks.train_step``).
 """
@@ -71,9 +72,9 @@ def measure(n: int, repeats: int = 5, workdir: str | None = None, width: int = 3
     from eignn_jax.model import EIGNN, ModelConfig, for_graph_size
 
     config = configuration_of_size(n)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     graph = graph_lib.build_graph(config, graph_lib.GraphConfig())
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     n_edges = int(graph.n_edge[0])
     if workdir:
         run = experiment.load_trained(workdir)
@@ -94,20 +95,23 @@ def measure(n: int, repeats: int = 5, workdir: str | None = None, width: int = 3
     started, cpu_started = time.perf_counter(), time.process_time()
     forward(params, padded).block_until_ready()
     first_s, first_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats if n <= 10**5 else 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         forward(params, padded).block_until_ready()
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     median = statistics.median(times)
     peak = peak_memory_gib()        # before the triad's arrays raise it
     compiled = forward.lower(params, padded).compile()      # jit's in-memory cache: no recompilation
     bandwidth_gb_s = memory.triad_bandwidth("jax")["gb_s"] if bandwidth else None
     device = jax.devices()[0]
     return {"benchmark": "inference", "n_particles": n, "n_edges": n_edges, "edge_chunk": chunk,
-            "graph_build_s": round(build_s, 3), "first_forward_s_incl_compile": round(first_s, 2),
+            "graph_build_s": round(build_s, 3), "graph_build_cpu_s": round(build_cpu_s, 3),
+            "first_forward_s_incl_compile": round(first_s, 2),
             "first_forward_cpu_s": round(first_cpu_s, 2),
-            "forward_median_s": round(median, 4), "repeats": len(times),
+            "forward_median_s": round(median, 4), "forward_median_cpu_s": round(statistics.median(cpu_times), 4),
+            "repeats": len(times),
             "particles_per_s": round(n / median), "peak_memory_gib": round(peak, 2),
             "trained_params": bool(workdir), "devices": device.platform, "device_kind": device.device_kind,
             "width": model_config.width, "layers": model_config.num_layers,
