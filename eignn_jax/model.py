@@ -109,17 +109,29 @@ PUBLIC_LAYOUT = dict(aggregation="mean", gate="silu", variant="full", edge_lengt
                      harmonics_parity="even", decoder_dropout=0.0)
 
 
-# Graphs with more edges than this are processed in chunks of DEFAULT_EDGE_CHUNK edges
-# (a few GiB of edge intermediates per chunk at width 32) when predicting.
+# Graphs with more edges than this are processed in chunks of edges when predicting
+# (all at once, their edge intermediates would take several GiB at width 32).
 LARGE_GRAPH_EDGES = 2**22
-DEFAULT_EDGE_CHUNK = 2**20
+# Edges per chunk. On a CPU, chunks whose [C, F] intermediates stay in the caches: the
+# N = 125 000 forward pass (5.6 M edges, 2 cores) took 14.8 s with 2¹⁶-edge chunks against
+# 21.0 s with 2²⁰, and 1.38 against 1.83 GiB (2¹³: 19.9 s, 2¹⁵: 14.9–15.2 s). An accelerator
+# needs large chunks to be kept busy.
+CPU_EDGE_CHUNK = 2**16
+ACCELERATOR_EDGE_CHUNK = 2**20
 
 
-def for_graph_size(config: ModelConfig, n_edges: int) -> ModelConfig:
-    """``config`` with edge chunking switched on for graphs too large to process at once."""
+def default_edge_chunk(platform: str | None = None) -> int:
+    """Edges per chunk for ``platform`` ('cpu', 'gpu', …; default: JAX's default backend)."""
+    return CPU_EDGE_CHUNK if (platform or jax.default_backend()) == "cpu" else ACCELERATOR_EDGE_CHUNK
+
+
+def for_graph_size(config: ModelConfig, n_edges: int, platform: str | None = None) -> ModelConfig:
+    """``config`` with edge chunking switched on (``default_edge_chunk(platform)`` edges per
+    chunk) for graphs too large to process at once; a config that sets ``edge_chunk`` is
+    returned as it is."""
     if config.edge_chunk or n_edges <= LARGE_GRAPH_EDGES:
         return config
-    return dataclasses.replace(config, edge_chunk=DEFAULT_EDGE_CHUNK)
+    return dataclasses.replace(config, edge_chunk=default_edge_chunk(platform))
 
 
 def harmonic_irreps(l_max: int, parity: str = "polar") -> e3nn.Irreps:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from eignn_jax import graph as graph_lib, training
-from eignn_jax.model import EIGNN, for_graph_size
+from eignn_jax.model import ACCELERATOR_EDGE_CHUNK, CPU_EDGE_CHUNK, EIGNN, for_graph_size
 from tests.conftest import small_model_config
 
 # Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
@@ -60,3 +60,13 @@ def test_only_very_large_graphs_are_chunked(real_graph):
     assert for_graph_size(config, 45_000_000).edge_chunk > 0
     explicit = dataclasses.replace(config, edge_chunk=1000)
     assert for_graph_size(explicit, 45_000_000).edge_chunk == 1000
+
+
+def test_chunk_size_follows_the_platform(real_graph):
+    """Cache-sized chunks on a CPU, large ones on an accelerator."""
+    config = small_model_config([real_graph])
+    assert for_graph_size(config, 45_000_000, platform="cpu").edge_chunk == CPU_EDGE_CHUNK
+    assert for_graph_size(config, 45_000_000, platform="gpu").edge_chunk == ACCELERATOR_EDGE_CHUNK
+    assert CPU_EDGE_CHUNK < ACCELERATOR_EDGE_CHUNK
+    expected = CPU_EDGE_CHUNK if jax.default_backend() == "cpu" else ACCELERATOR_EDGE_CHUNK
+    assert for_graph_size(config, 45_000_000).edge_chunk == expected
