@@ -114,7 +114,7 @@ PUBLIC_LAYOUT = dict(aggregation="mean", gate="silu", variant="full", edge_lengt
 LARGE_GRAPH_EDGES = 2**22
 # Edges per chunk. On a CPU, chunks whose [C, F] intermediates stay in the caches: the
 # N = 125 000 forward pass (5.6 M edges, 2 cores) took 14.8 s with 2¹⁶-edge chunks against
-# 21.0 s with 2²⁰, and 1.38 against 1.83 GiB (2¹³: 19.9 s, 2¹⁵: 14.9–15.2 s). An accelerator
+# 19.9–21.0 s with 2²⁰, and 1.38 against 1.83 GiB (2¹³: 19.9 s, 2¹⁵: 14.9–15.2 s). An accelerator
 # needs large chunks to be kept busy.
 CPU_EDGE_CHUNK = 2**16
 ACCELERATOR_EDGE_CHUNK = 2**20

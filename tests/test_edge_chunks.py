@@ -10,8 +10,8 @@ from eignn_jax import graph as graph_lib, training
 from eignn_jax.model import ACCELERATOR_EDGE_CHUNK, CPU_EDGE_CHUNK, EIGNN, for_graph_size
 from tests.conftest import small_model_config
 
-# Minutes on 2 cores: the full suite only (pytest -m "not slow" leaves them out).
-pytestmark = pytest.mark.slow
+# Minutes on 2 cores: the model-evaluating tests are in the full suite only
+# (pytest -m "not slow" leaves them out); the chunk-size rules are checked in both.
 
 
 def outputs_and_gradients(config, params, padded):
@@ -26,6 +26,7 @@ def outputs_and_gradients(config, params, padded):
     return float(value), np.asarray(predictions), grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,aggregation", [("full", "sum"), ("invariant", "mean")])
 def test_chunked_edges_give_the_same_predictions_and_gradients(real_graph, variant, aggregation):
     config = small_model_config([real_graph], variant=variant, aggregation=aggregation)
@@ -46,6 +47,7 @@ def test_chunked_edges_give_the_same_predictions_and_gradients(real_graph, varia
         assert np.abs(np.asarray(g_c) - np.asarray(g)).max() < 1e-4 * (np.abs(np.asarray(g)).max() + 1e-6)
 
 
+@pytest.mark.slow
 def test_chunks_do_not_change_parameters(real_graph):
     """A model trained without chunks can be evaluated with them (same parameter tree)."""
     config = small_model_config([real_graph])

@@ -147,36 +147,45 @@ def test_scalarisation_has_the_node_products_clebsch_gordan_normalisation():
 def test_shared_edge_quantities_are_computed_once_over_all_edges(real_graph, edge_chunk):
     """``GraphIndex.shared``: a per-edge quantity read by two reductions is one value when all
     edges are processed at once (so the backward pass goes through it once), and is
-    recomputed per chunk otherwise; the reductions agree either way."""
+    recomputed per chunk otherwise; the reductions and their gradients agree with unshared
+    code either way, and other edges never receive the all-edges value."""
     config = small_model_config([real_graph], edge_chunk=edge_chunk)
     padded = graph_lib.pad_graph(real_graph, graph_lib.padding_budget([real_graph]))
+    n_features = 2 * config.num_bessel
+    weight = jnp.linspace(0.5, 1.5, n_features)
     calls = []
 
-    def reductions(graph):
-        index = GraphIndex(graph, paper_edge_inputs(config), aggregation="sum", edge_chunk=edge_chunk)
+    def scale(w, edges):                               # a per-edge quantity with a parameter
+        return jnp.tanh(edges.features @ w)[:, None]
 
-        def bond_scale(edges):
+    def reductions(w, graph, share):
+        index = GraphIndex(graph, paper_edge_inputs(config), aggregation="sum",
+                           edge_chunk=edge_chunk if share else 0)
+
+        def counted(edges):
             calls.append(edges.features.shape[0])
-            return edges.features[:, :1] * 2.0
+            return scale(w, edges)
 
-        bond_scale = index.shared(bond_scale)
-        first = index.reduce(lambda edges: bond_scale(edges) * edges.features, config.num_bessel * 2)
-        second = index.reduce(lambda edges: bond_scale(edges) + edges.features[:, 1:2], 1)
+        shared = index.shared(counted) if share else (lambda edges: scale(w, edges))
+        first = index.reduce(lambda edges: shared(edges) * edges.features, n_features)
+        second = index.reduce(lambda edges: shared(edges) + edges.features[:, 1:2], 1)
+        if share and edge_chunk == 0:
+            few = dataclasses.replace(index.all_edges, **{
+                name: getattr(index.all_edges, name)[:7] for name in ("senders", "receivers", "features", "harmonics")})
+            assert shared(few).shape == (7, 1)         # recomputed for other edges
         return first, second
 
-    first, second = jax.jit(reductions)(padded)
-    expected_first, expected_second = jax.jit(lambda g: reductions_unshared(g, config))(padded)
+    def loss(w, share):
+        first, second = reductions(w, padded, share)
+        return jnp.sum(first ** 2) + jnp.sum(jnp.sin(second))
+
+    value, grad = jax.jit(jax.value_and_grad(lambda w: loss(w, True)))(weight)
     n_edges = padded.senders.shape[0]
     if edge_chunk == 0:
-        assert calls == [n_edges]        # once, over all edges
+        assert calls == [n_edges, 7]                   # once over all edges, once for the 7
     else:
-        assert calls == [edge_chunk, edge_chunk]   # traced once per chunked reduction
-    np.testing.assert_allclose(first, expected_first, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(second, expected_second, rtol=1e-5, atol=1e-5)
-
-
-def reductions_unshared(graph, config):
-    index = GraphIndex(graph, paper_edge_inputs(config), aggregation="sum")
-    scale = lambda edges: edges.features[:, :1] * 2.0
-    return (index.reduce(lambda edges: scale(edges) * edges.features, config.num_bessel * 2),
-            index.reduce(lambda edges: scale(edges) + edges.features[:, 1:2], 1))
+        assert len(calls) >= 2 and set(calls) == {edge_chunk}   # per chunk, in each reduction
+    expected_value, expected_grad = jax.jit(jax.value_and_grad(lambda w: loss(w, False)))(weight)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6 * float(jnp.abs(expected_grad).max()))
+    assert float(jnp.abs(grad).max()) > 0
