@@ -32,9 +32,10 @@ import os
 
 import jax
 
-from benchmarks import inference, inherent_structure, memory, train_step
+from benchmarks import inference, inherent_structure, train_step
 from eignn_jax import compilation, dataset
 from eignn_jax.physics import minimise
+from experiments import common
 
 
 def with_device(row: dict, first_key: str, median_key: str, device) -> dict:
@@ -78,9 +79,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-bandwidth", action="store_true", help="skip the triad and the roofline fraction")
     parser.add_argument("--compilation-cache", default=None, metavar="DIR",
                         help="JAX's persistent compilation cache in DIR (default: off, first calls compile)")
-    memory.add_memory_reuse_argument(parser, default=True)
+    common.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args(argv)
-    memory_reuse = memory.start_memory_reuse(args)
+    memory_reuse = common.start_memory_reuse(args)
     layers = args.layers or (1 if args.quick else 7)
     width = args.width or (8 if args.quick else 32)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 10)

@@ -32,11 +32,11 @@ import statistics
 
 import jax
 
-from benchmarks import memory
 from benchmarks.train_step import prepare_step, time_steps
 from eignn_jax import architectures, dataset, graph as graph_lib
 from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import PUBLIC_LAYOUT, ModelConfig, parameter_count
+from experiments import common
 from experiments.configs import ka_dev
 from experiments.configs.default import DEFAULT_DATA
 
@@ -135,9 +135,9 @@ def main() -> None:
     parser.add_argument("--graphs", type=int, default=4, help="dev files to time on (cycled over)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model after the compiling one")
     parser.add_argument("--json", default=None, help="also write one JSON line per row to this file")
-    memory.add_memory_reuse_argument(parser, default=True)
+    common.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args()
-    memory.start_memory_reuse(args)
+    common.start_memory_reuse(args)
 
     load_before = os.getloadavg()
     folder, graphs = dev_graphs(args.graphs)

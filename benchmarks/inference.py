@@ -128,11 +128,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-bandwidth", action="store_true",
                         help="skip the triad (memory bandwidth) and so the roofline fraction")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process
-    from benchmarks import memory
-    memory.add_memory_reuse_argument(parser, default=False)
+    from experiments import common
+    common.add_memory_reuse_argument(parser, default=False)
     args = parser.parse_args(argv)
     if args.one is not None:
-        memory_reuse = memory.start_memory_reuse(args)
+        memory_reuse = common.start_memory_reuse(args)
         print(json.dumps({**measure(args.one, args.repeats, args.workdir, args.width, args.layers,
                                     bandwidth=not args.no_bandwidth), "memory_reuse": memory_reuse}), flush=True)
         return

@@ -159,25 +159,6 @@ def triad_bandwidth(implementation: str = "jax", mib: float | None = None, repea
             "repeats": repeats}
 
 
-def add_memory_reuse_argument(parser: argparse.ArgumentParser, default: bool) -> None:
-    """``--no-memory-reuse`` (``default`` True, as in the tools that train) or ``--memory-reuse``
-    (as in those that predict) into ``args.memory_reuse``; see :func:`start_memory_reuse`."""
-    if default:
-        parser.add_argument("--no-memory-reuse", dest="memory_reuse", action="store_false",
-                            help="glibc's malloc defaults, which re-map XLA's large buffers on every call, "
-                                 "instead of keeping freed memory (eignn_jax.allocator), as training does")
-    else:
-        parser.add_argument("--memory-reuse", dest="memory_reuse", action="store_true",
-                            help="keep freed memory for reuse (eignn_jax.allocator), as training does")
-
-
-def start_memory_reuse(args: argparse.Namespace) -> bool:
-    """Keep freed memory for reuse (:func:`eignn_jax.allocator.keep_freed_memory`) if
-    ``args.memory_reuse``; whether it is kept. Call it before JAX's first computation."""
-    from eignn_jax import allocator
-    return args.memory_reuse and allocator.keep_freed_memory()
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=float, default=None,

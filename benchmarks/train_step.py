@@ -46,6 +46,7 @@ from benchmarks import memory, profiling, systems
 from eignn_jax import compilation, dataset, graph as graph_lib, parallel, training
 from eignn_jax.feature_scales import fit_feature_scales
 from eignn_jax.model import EIGNN, ModelConfig
+from experiments import common
 from experiments.configs.default import DEFAULT_DATA
 
 
@@ -251,9 +252,9 @@ def main(argv=None) -> None:
                         help="split each graph's edges over the CPU cores as host devices (train.edge_parallel)")
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
     parser.add_argument("--top", type=int, default=15, help="rows of the profile tables")
-    memory.add_memory_reuse_argument(parser, default=True)
+    common.add_memory_reuse_argument(parser, default=True)
     args = parser.parse_args(argv)
-    memory_reuse = memory.start_memory_reuse(args)
+    memory_reuse = common.start_memory_reuse(args)
     if args.edge_parallel:
         parallel.request_host_devices()      # before JAX starts its CPU backend
     cache = compilation.enable_persistent_cache(args.compilation_cache) if args.compilation_cache else None

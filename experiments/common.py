@@ -111,34 +111,52 @@ def add_reader_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
     """``--no-compilation-cache`` (``args.no_compilation_cache``) and, for the tools that
-    train (``training``), ``--no-memory-reuse`` (``args.memory_reuse``); see :func:`start_runtime`."""
+    train (``training``), ``--no-memory-reuse`` (:func:`add_memory_reuse_argument`); see
+    :func:`start_runtime`."""
     parser.add_argument("--no-compilation-cache", action="store_true",
                         help="compile every jitted program afresh instead of loading it from the persistent "
                              "compilation cache ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
                              "default $XDG_CACHE_HOME/eignn_jax/xla, else ~/.cache/eignn_jax/xla)")
     if training:
+        add_memory_reuse_argument(parser, default=True)
+
+
+def add_memory_reuse_argument(parser: argparse.ArgumentParser, default: bool) -> None:
+    """Into ``args.memory_reuse``: ``--no-memory-reuse`` where keeping freed memory is the
+    ``default`` (the tools that train, the step benchmarks), else ``--memory-reuse``; see
+    :func:`start_memory_reuse`."""
+    if default:
         parser.add_argument("--no-memory-reuse", dest="memory_reuse", action="store_false",
                             help="keep glibc's malloc defaults, which return XLA's large buffers to the system "
                                  "after every step (by default the process keeps freed memory for reuse: "
                                  "10-20%% less time per train step on a CPU, a few seconds more compilation, "
                                  "resident memory held at its peak)")
+    else:
+        parser.add_argument("--memory-reuse", dest="memory_reuse", action="store_true",
+                            help="keep freed memory for reuse (eignn_jax.allocator), as training does")
+
+
+def start_memory_reuse(args: argparse.Namespace) -> bool:
+    """Keep freed memory for reuse (:func:`eignn_jax.allocator.keep_freed_memory`) if
+    ``args.memory_reuse`` (absent: no); whether it is kept. Call it before JAX's first
+    computation."""
+    return getattr(args, "memory_reuse", False) and allocator.keep_freed_memory()
 
 
 def start_runtime(args: argparse.Namespace) -> pathlib.Path | None:
     """Process-wide settings of the command-line tools, before anything is compiled or run:
 
     * malloc keeping freed memory for reuse in the tools that train, unless
-      ``--no-memory-reuse`` (:func:`eignn_jax.allocator.keep_freed_memory`). It pays over
-      many steps and costs some compilation time (one malloc arena for XLA's compiler
-      threads), so the tools that only predict or minimise leave glibc's defaults;
+      ``--no-memory-reuse`` (:func:`start_memory_reuse`). It pays over many steps and
+      costs some compilation time (one malloc arena for XLA's compiler threads), so the
+      tools that only predict or minimise leave glibc's defaults;
     * JAX's persistent compilation cache, unless ``--no-compilation-cache``
       (:func:`eignn_jax.compilation.enable_persistent_cache`; the environment can also turn
       it off).
 
     Returns the cache directory, or None.
     """
-    if getattr(args, "memory_reuse", False):
-        allocator.keep_freed_memory()
+    start_memory_reuse(args)
     if args.no_compilation_cache:
         return None
     return compilation.enable_persistent_cache()
