@@ -56,14 +56,19 @@ def prepare_step(model, graphs: list, seed: int = 0, edge_mesh=None):
 
     edge_mesh: split each graph's edges over this mesh's devices (``train.edge_parallel``).
     """
-    optimizer = training.make_optimizer(training.TrainConfig(), steps_per_epoch=len(graphs))
+    train_config = training.TrainConfig(seed=seed)
+    optimizer = training.make_optimizer(train_config, steps_per_epoch=len(graphs))
     budget = graph_lib.padding_budget(graphs)
     batches = list(graph_lib.batches(graphs, budget, 1))
-    state = training.init_state(model, optimizer, batches[0], seed=seed)
+    # Used only when the compilation cache is on (--compilation-cache).
+    keys = {kind: training.program_key(f"benchmark {kind}", model.config, train_config, len(graphs))
+            for kind in ("init_state", "train_step")}
+    state = training.init_state(model, optimizer, batches[0], seed, keys["init_state"])
     if edge_mesh is not None:
         state = parallel.replicate(jax.device_get(state), edge_mesh)
         batches = [parallel.place_edge_sharded(b, edge_mesh) for b in batches]
-    return training.make_train_step(model, optimizer, edge_mesh=edge_mesh), state, batches
+    return (training.make_train_step(model, optimizer, seed, edge_mesh=edge_mesh, program_key=keys["train_step"]),
+            state, batches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +229,7 @@ def benchmark(graphs: list, layers: int = 7, width: int = 32, repeats: int = 10,
         "compilations": step.traces,
         "init_cpu_s": round(init_cpu, 2), "init_cache": _hits_and_writes(init_events),
         "first_step_cache": _hits_and_writes(step_events),
+        "traced_programs_loaded": step.loaded,
         "steps": repeats, "devices": str(device.platform), "device_kind": device.device_kind,
         "edge_parallel_devices": len(jax.local_devices()) if edge_parallel else 0,
         **roofline_fields(compiled, median, bandwidth_gb_s)}

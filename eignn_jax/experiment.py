@@ -259,7 +259,8 @@ def load_trained(workdir: pathlib.Path | str) -> TrainedRun:
     # The state template needs an example graph of the right kind: a tiny synthetic one.
     model = architectures.build(config.model)
     optimizer = training.make_optimizer(config.train, steps_per_epoch=1)
-    template = training.init_state(model, optimizer, _template_graph(config.model.num_outputs), 0)
+    template = training.init_state(model, optimizer, _template_graph(config.model.num_outputs), 0,
+                                   training.program_key("template", config.model, config.train, 1))
     state, metadata = manager.restore_latest(template)
     manager.close()
     return TrainedRun(config=config, params=state.params, metadata=metadata)
@@ -380,7 +381,8 @@ def _evaluate_files(run: TrainedRun, workdir: pathlib.Path, paths: list[pathlib.
                          f"correlation needs at least 2 (files: {', '.join(str(f) for f in paths[:3])})")
 
     budget = graph_lib.padding_budget(graphs, batch_size=1)
-    predict_step = training.make_predict_step(architectures.build(run.config.model))
+    predict_step = training.make_predict_step(architectures.build(run.config.model),
+                                              training.program_key("predict_step", run.config.model))
     predictions, _ = training.predict_graphs(predict_step, run.params, graphs, budget)
     baseline = None   # an imported checkpoint comes without training data to fit the baseline on
     if run.metadata.get("baseline"):
@@ -728,7 +730,8 @@ def predict_files(workdir: pathlib.Path | str, paths: Sequence[pathlib.Path | st
         g = g._replace(nodes={**g.nodes, "targets": np.zeros((n, len(times)), np.float32)})
         model_config = for_graph_size(run.config.model, int(g.n_edge[0]))
         if model_config not in predict_steps:
-            predict_steps[model_config] = training.make_predict_step(architectures.build(model_config))
+            predict_steps[model_config] = training.make_predict_step(
+                architectures.build(model_config), training.program_key("predict_step", model_config))
         [standardised], _ = training.predict_graphs(predict_steps[model_config], run.params, [g],
                                                     graph_lib.padding_budget([g]))
         if not np.all(np.isfinite(standardised)):

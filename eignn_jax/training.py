@@ -15,7 +15,7 @@ import jraph
 import numpy as np
 import optax
 
-from eignn_jax import checkpointing, files, graph as graph_lib, metrics, parallel, progress
+from eignn_jax import checkpointing, compilation, files, graph as graph_lib, metrics, parallel, progress
 from eignn_jax.config import TrainConfig
 from eignn_jax.model import EIGNN, ModelConfig
 
@@ -98,26 +98,54 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 
 
 def init_state(model: EIGNN, optimizer: optax.GradientTransformation, example: jraph.GraphsTuple,
-               seed: int) -> TrainState:
+               seed: int, program_key: str | None = None) -> TrainState:
     """The training state at step 0: ``model``'s parameters drawn from ``seed`` for graphs
     shaped like ``example`` (a padded batch), and ``optimizer``'s initial state.
 
     Made by one compiled program: run eagerly, the initialisation compiles each of its ~300
     operations on its own, which cost 12–24 s of CPU per process at paper size on 2 cores.
     ``model.init`` must be a pure function of its arguments (flax modules are).
+    program_key: keep the program in the traced-program cache (``TracedFunction``).
     """
     def initial(key, graph):
         params = model.init(key, graph)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
-    return jax.jit(initial)(jax.random.PRNGKey(seed), example)
+    return TracedFunction(initial, program_key)(jax.random.PRNGKey(seed), example)
+
+
+def program_key(kind: str, *configs) -> str:
+    """A ``program_key`` for ``TracedFunction``: ``kind`` (which function) and the reprs of
+    the frozen configs that determine it, e.g. ``program_key('train_step', model_config,
+    train_config, steps_per_epoch)``."""
+    return "|".join([kind, *map(repr, configs)])
 
 
 class TracedFunction:
-    """A jitted function that counts how many times JAX traced (and so compiled) it."""
+    """A jitted function that counts the programs it made (one per input signature).
 
-    def __init__(self, fn: Callable, **jit_kwargs):
+    program_key: when given, and ``compilation.enable_persistent_cache`` has turned the
+      caches on, the traced program is kept in the traced-program cache
+      (``compilation.load_or_export``) under this key: a later process with the same key,
+      package code, libraries and input shapes loads it instead of tracing ``fn`` (the paper-size
+      train step: ~2 s of tracing and lowering). The caller promises that ``fn`` is
+      determined by the key and the package's code (e.g. the key holds the model and
+      optimizer configs and the seed that ``fn`` closes over). Only for single-device
+      programs (``jit_kwargs`` with no shardings).
+
+    ``traces``: programs made so far, traced or loaded; ``loaded``: how many of them came
+    from the traced-program cache.
+    """
+
+    def __init__(self, fn: Callable, program_key: str | None = None, **jit_kwargs):
         self.traces = 0
+        self.loaded = 0
+        self._fn = fn
+        self._jit_kwargs = jit_kwargs
+        if program_key is not None and set(jit_kwargs) - {"donate_argnums"}:
+            raise ValueError(f"a program_key is for single-device programs; got {sorted(jit_kwargs)}")
+        self._program_key = program_key
+        self._programs: dict = {}      # input signature → (jitted flat call, output tree)
 
         def counted(*args):
             self.traces += 1
@@ -125,17 +153,59 @@ class TracedFunction:
 
         self._jitted = jax.jit(counted, **jit_kwargs)
 
+    def _program(self, args: tuple):
+        """(jitted flat call, flat inputs, output tree) from the traced-program cache, or
+        None when that cache is not in use."""
+        directory = compilation.traced_program_directory()
+        if self._program_key is None or directory is None:
+            return None
+        leaves, in_tree = jax.tree.flatten(args)
+        signature = (in_tree, tuple(str(jax.typeof(leaf)) for leaf in leaves))
+        if signature not in self._programs:
+            call, out_tree, source = compilation.load_or_export(self._fn, args, self._program_key, directory)
+            self.loaded += source == "loaded"
+
+            def counted(*flat_args):
+                self.traces += 1
+                return call(*flat_args)
+
+            # Donated arguments by leaf; inputs placed on the default device, so that the
+            # first call (fresh arrays) and later ones (this program's outputs) share one
+            # compiled executable.
+            donate = self._jit_kwargs.get("donate_argnums", ())
+            donate = {donate} if isinstance(donate, int) else set(donate)
+            donated = [i for i, owner in enumerate(_leaf_owners(args)) if owner in donate]
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            self._programs[signature] = (jax.jit(counted, donate_argnums=donated, in_shardings=device),
+                                         out_tree)
+        jitted, out_tree = self._programs[signature]
+        return jitted, leaves, out_tree
+
     def __call__(self, *args):
-        return self._jitted(*args)
+        program = self._program(args)
+        if program is None:
+            return self._jitted(*args)
+        jitted, leaves, out_tree = program
+        return jax.tree.unflatten(out_tree, jitted(*leaves))
 
     def lower(self, *args):
         """The jitted function lowered for ``args`` (``.compile().as_text()`` gives its HLO)."""
-        return self._jitted.lower(*args)
+        program = self._program(args)
+        if program is None:
+            return self._jitted.lower(*args)
+        jitted, leaves, _ = program
+        return jitted.lower(*leaves)
+
+
+def _leaf_owners(args: tuple) -> list[int]:
+    """For each leaf of ``jax.tree.flatten(args)``, the index of the argument it belongs to."""
+    return [k for k, arg in enumerate(args) for _ in jax.tree.leaves(arg)]
 
 
 def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed: int = 0,
                     mesh: jax.sharding.Mesh | None = None,
-                    edge_mesh: jax.sharding.Mesh | None = None) -> TracedFunction:
+                    edge_mesh: jax.sharding.Mesh | None = None,
+                    program_key: str | None = None) -> TracedFunction:
     """(state, padded graph) → (new state, loss); one compilation per padding budget.
 
     mesh: None trains on one device. A data mesh (:func:`eignn_jax.parallel.data_mesh`)
@@ -147,6 +217,9 @@ def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed:
       and update as one device, up to float rounding. Not together with ``mesh``.
     Dropout keys are derived from ``seed`` and the step number, so a resumed run draws
     the same masks as an uninterrupted one.
+    program_key: keep the traced step in the traced-program cache (``TracedFunction``; single
+      device only): it must determine ``model``, ``optimizer`` and ``seed``
+      (:func:`program_key` of their configs).
     """
 
     def batch_sums(params, graph: jraph.GraphsTuple, dropout_key: jax.Array):
@@ -174,18 +247,21 @@ def make_train_step(model: EIGNN, optimizer: optax.GradientTransformation, seed:
         shardings = parallel.step_shardings(mesh)
     elif edge_mesh is not None:
         shardings = parallel.edge_step_shardings(edge_mesh)
-    return TracedFunction(step, donate_argnums=(0,), **shardings)
+    if shardings:
+        program_key = None      # the traced-program cache holds single-device programs
+    return TracedFunction(step, program_key, donate_argnums=(0,), **shardings)
 
 
-def make_predict_step(model: EIGNN) -> TracedFunction:
-    """(params, padded graph) → ([N, T] predictions, loss)."""
+def make_predict_step(model: EIGNN, program_key: str | None = None) -> TracedFunction:
+    """(params, padded graph) → ([N, T] predictions, loss). program_key: as for
+    :func:`make_train_step`, determining ``model``."""
 
     def predict(params, graph: jraph.GraphsTuple):
         predictions = model.apply(params, graph)
         loss = standardised_mse(predictions, graph.nodes["targets"], graph.nodes["target_mask"], graph.n_node)
         return predictions, loss
 
-    return TracedFunction(predict)
+    return TracedFunction(predict, program_key)
 
 
 def predict_graphs(predict_step: TracedFunction, params, graphs: Sequence[jraph.GraphsTuple],
@@ -312,7 +388,8 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     optimizer = make_optimizer(train_config, steps_per_epoch)
     schedule = learning_rate_schedule(train_config, steps_per_epoch)
     example = next(graph_lib.batches(train_graphs, budget, shard_size))
-    state = init_state(model, optimizer, example, train_config.seed)
+    state = init_state(model, optimizer, example, train_config.seed,
+                       program_key("init_state", model_config, train_config, steps_per_epoch))
     if mesh is not None:
         state = parallel.replicate(state, mesh)
         log(f"data-parallel: {train_config.batch_size} graphs per step over {mesh.devices.size} devices "
@@ -336,8 +413,9 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
     best_saved = best_manager.restore_metadata() if best_manager else None
     best_loss = best_saved["validation_loss"] if best_saved else float("inf")
 
-    train_step = make_train_step(model, optimizer, train_config.seed, mesh, edge_mesh)
-    predict_step = make_predict_step(model)
+    train_step = make_train_step(model, optimizer, train_config.seed, mesh, edge_mesh,
+                                 program_key("train_step", model_config, train_config, steps_per_epoch))
+    predict_step = make_predict_step(model, program_key("predict_step", model_config))
     rng = np.random.default_rng(train_config.seed)
     epoch_orders = [rng.permutation(len(train_graphs)) for _ in range(train_config.epochs)]
 
@@ -383,6 +461,8 @@ def _train(model_config: ModelConfig, train_config: TrainConfig,
                 "train_seconds": round(train_seconds, 2),
                 "seconds_per_step": round(train_seconds / steps_per_epoch, 4),
                 "train_step_compilations": train_step.traces,
+                # Of those, loaded from the traced-program cache instead of traced.
+                "train_step_programs_loaded": train_step.loaded,
                 "test_pcc_all": pcc_summary(predictions, test_graphs)["pcc_all"] if test_graphs else None,
             }
             if validation_graphs:

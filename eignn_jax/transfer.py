@@ -157,7 +157,8 @@ def score(run: experiment.TrainedRun, graphs: Sequence[jraph.GraphsTuple], outpu
     unlabelled = [g._replace(nodes={**g.nodes, "targets": np.zeros((g.nodes["targets"].shape[0], num_outputs),
                                                                    np.float32)}) for g in graphs]
     budget = graph_lib.padding_budget(unlabelled, batch_size=1)
-    predict_step = training.make_predict_step(architectures.build(run.config.model))
+    predict_step = training.make_predict_step(architectures.build(run.config.model),
+                                              training.program_key("predict_step", run.config.model))
     predictions, _ = training.predict_graphs(predict_step, run.params, unlabelled, budget)
     n_times = graphs[0].nodes["targets"].shape[1]
     table = {"pcc_mean": np.full(n_times, np.nan), "pcc_all": np.full(n_times, np.nan)}

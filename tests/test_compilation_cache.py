@@ -1,5 +1,6 @@
 """The persistent compilation cache: where it goes, the switches, and reuse across processes."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -185,6 +186,194 @@ def test_training_twice_compiles_the_step_once_across_processes(tmp_path):
     # (A program compiled twice within one process may hit the entry it wrote itself.)
     assert "Persistent compilation cache hit for 'jit_counted'" not in first.stderr
 
+    programs = {p.name for p in (cache / compilation.TRACED_SUBDIRECTORY).glob("*.program")}
+    assert len(programs) == 3           # initial state, train step, predict step
+
     second = train("second")
     assert "Persistent compilation cache hit for 'jit_counted'" in second.stderr
     assert entries(cache) == written
+    assert {p.name for p in (cache / compilation.TRACED_SUBDIRECTORY).glob("*.program")} == programs
+    records = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["train_step_compilations"], r["train_step_programs_loaded"]) for r in records] == [(1, 1)]
+    first_records = (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["train_step_programs_loaded"] for line in first_records] == [0]
+
+
+# ----------------------------------------------------------------------------- traced programs
+# The traced-program cache (compilation.load_or_export through training.TracedFunction), on a
+# one-layer width-8 EIGNN and one embedded graph: a train step traced once, kept with
+# jax.export, loaded instead of traced by a later TracedFunction with the same key.
+
+@pytest.fixture
+def step_parts(real_graph):
+    import jax
+    from eignn_jax import graph as graph_lib, training
+    from eignn_jax.model import EIGNN
+    from tests.conftest import small_model_config
+
+    model_config = small_model_config([real_graph], width=8, num_layers=1)
+    train_config = training.TrainConfig()
+    model = EIGNN(model_config)
+    optimizer = training.make_optimizer(train_config, steps_per_epoch=1)
+    padded = graph_lib.pad_graph(real_graph, graph_lib.padding_budget([real_graph]))
+    initial = jax.device_get(training.init_state(model, optimizer, padded, seed=0))
+    key = training.program_key("train_step", model_config, train_config, 1)
+
+    def make_step(program_key=key):
+        return training.make_train_step(model, optimizer, 0, program_key=program_key)
+
+    return make_step, initial, padded
+
+
+@pytest.fixture
+def traced_directory(tmp_path, monkeypatch):
+    directory = tmp_path / "traced"
+    monkeypatch.setattr(compilation, "_traced_directory", directory)
+    monkeypatch.setattr(compilation, "_warned", set())
+    return directory
+
+
+def run_steps(step, initial, graph, n=3):
+    """n steps from a fresh copy of ``initial``: (states' leaves after each step, losses)."""
+    import jax
+    import numpy as np
+    state, states, losses = jax.device_put(initial), [], []
+    for _ in range(n):
+        state, loss = step(state, graph)
+        states.append([np.asarray(x) for x in jax.tree.leaves(state)])
+        losses.append(float(loss))
+    return states, losses
+
+
+def lowerings_during(fn):
+    """How many programs JAX lowered (and so compiled or looked up) while ``fn`` ran."""
+    import jax.monitoring
+    count = []
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            count.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        result = fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return result, len(count)
+
+
+def test_a_traced_program_is_written_then_loaded_and_computes_what_jit_computes(step_parts, traced_directory):
+    import numpy as np
+    make_step, initial, graph = step_parts
+    plain_states, plain_losses = run_steps(make_step(program_key=None), initial, graph)
+    assert not traced_directory.exists()
+
+    writing = make_step()
+    (written_states, written_losses), lowered = lowerings_during(lambda: run_steps(writing, initial, graph))
+    files = sorted(traced_directory.glob("*.program"))
+    assert len(files) == 1 and writing.loaded == 0 and writing.traces == 1
+    # Lowered once by jax.export, once for the executable: the same executable serves fresh
+    # inputs and the step's own outputs (whose placement differs) in the later steps.
+    assert lowered == 2
+
+    loading = make_step()
+    (loaded_states, loaded_losses), lowered = lowerings_during(lambda: run_steps(loading, initial, graph))
+    assert loading.loaded == 1 and loading.traces == 1 and lowered == 1
+    assert sorted(traced_directory.glob("*.program")) == files
+    for states, losses in ((written_states, written_losses), (loaded_states, loaded_losses)):
+        np.testing.assert_allclose(losses, plain_losses, rtol=1e-6)
+        for step_leaves, plain_leaves in zip(states, plain_states):
+            for a, b in zip(step_leaves, plain_leaves):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert plain_losses[2] < plain_losses[0]       # the steps did train
+
+
+def test_a_loaded_program_still_donates_the_state(step_parts, traced_directory):
+    import jax
+    make_step, initial, graph = step_parts
+    make_step()(jax.device_put(initial), graph)                  # writes the program
+    state = jax.device_put(initial)
+    loading = make_step()
+    new_state, _ = loading(state, graph)
+    assert loading.loaded == 1
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state.params))
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state))
+
+
+@pytest.mark.slow
+def test_another_key_code_or_input_shape_is_another_program(step_parts, traced_directory, monkeypatch, real_graph):
+    import jax
+    from eignn_jax import graph as graph_lib
+    make_step, initial, graph = step_parts
+    make_step()(jax.device_put(initial), graph)
+    assert len(list(traced_directory.glob("*.program"))) == 1
+
+    other_key = make_step(program_key="train_step|something else")
+    other_key(jax.device_put(initial), graph)
+    assert other_key.loaded == 0 and len(list(traced_directory.glob("*.program"))) == 2
+
+    budget = graph_lib.padding_budget([real_graph])
+    bigger = graph_lib.pad_graph(real_graph, graph_lib.PaddingBudget(
+        n_node=budget.n_node + 8, n_edge=budget.n_edge + 64, n_graph=budget.n_graph))
+    other_shape = make_step()
+    other_shape(jax.device_put(initial), bigger)
+    assert other_shape.loaded == 0 and len(list(traced_directory.glob("*.program"))) == 3
+
+    monkeypatch.setattr(compilation, "source_digest", lambda: "the package after an edit")
+    edited = make_step()
+    edited(jax.device_put(initial), graph)
+    assert edited.loaded == 0 and len(list(traced_directory.glob("*.program"))) == 4
+
+
+@pytest.mark.slow
+def test_a_damaged_program_file_is_traced_again_and_replaced(step_parts, traced_directory):
+    import jax
+    import numpy as np
+    make_step, initial, graph = step_parts
+    _, reference = run_steps(make_step(program_key=None), initial, graph, n=1)
+    make_step()(jax.device_put(initial), graph)
+    (path,) = traced_directory.glob("*.program")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    step = make_step()
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        _, losses = run_steps(step, initial, graph, n=1)
+    assert step.loaded == 0
+    np.testing.assert_allclose(losses, reference, rtol=1e-6)
+    again = make_step()                 # the file was replaced by a whole program
+    _, losses = run_steps(again, initial, graph, n=1)
+    assert again.loaded == 1
+    np.testing.assert_allclose(losses, reference, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_unwritable_program_directory_warns_once_and_still_runs(step_parts, tmp_path, monkeypatch):
+    import numpy as np
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setattr(compilation, "_traced_directory", blocker / "traced")
+    monkeypatch.setattr(compilation, "_warned", set())
+    make_step, initial, graph = step_parts
+    _, reference = run_steps(make_step(program_key=None), initial, graph, n=2)
+    step = make_step()
+    with pytest.warns(RuntimeWarning, match="not writable"):
+        _, losses = run_steps(step, initial, graph, n=2)
+    np.testing.assert_allclose(losses, reference, rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_steps(make_step(), initial, graph, n=1)
+
+
+def test_a_program_key_is_refused_for_sharded_programs():
+    import jax
+    from eignn_jax import training
+    with pytest.raises(ValueError, match="single-device"):
+        training.TracedFunction(lambda x: x, "key", in_shardings=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
+def test_without_the_caches_a_program_key_changes_nothing(step_parts, monkeypatch):
+    make_step, initial, graph = step_parts
+    monkeypatch.setattr(compilation, "_traced_directory", None)
+    step = make_step()
+    run_steps(step, initial, graph, n=1)
+    assert step.loaded == 0 and step.traces == 1
