@@ -22,7 +22,9 @@ the triad's rate). XLA's count assumes no operand stays in cache and ignores tha
 and scatters move whole cache lines, so the fraction is a guide, not a measurement.
 With --compilation-cache DIR the first step loads the compiled step from JAX's persistent
 cache if an earlier run wrote it there (``first_step_cache`` counts its hits and writes,
-``init_cache`` those of the initial state, made under one jit).
+``init_cache`` those of the initial state, made under one jit), and the traced program of the
+step is loaded from the cache's ``traced/`` folder (``traced_programs_loaded``: 1) unless
+--no-traced-programs.
 With --profile, the JAX profiler traces 3 more steps and the top operations (thunk time per
 step, summed over the CPU threads) are printed, by op and by module / named scope
 (``benchmarks.profiling``).
@@ -254,6 +256,9 @@ def main(argv=None) -> None:
     parser.add_argument("--compilation-cache", default=None, metavar="DIR",
                         help="use JAX's persistent compilation cache in DIR (default: off, so that the "
                              "first step shows the compile time)")
+    parser.add_argument("--no-traced-programs", action="store_true",
+                        help="with --compilation-cache: XLA's cache only, every process traces the step "
+                             "(as before the traced-program cache)")
     parser.add_argument("--edge-parallel", action="store_true",
                         help="split each graph's edges over the CPU cores as host devices (train.edge_parallel)")
     parser.add_argument("--profile", default=None, help="directory for a JAX profiler trace of 3 steps")
@@ -263,7 +268,10 @@ def main(argv=None) -> None:
     memory_reuse = common.start_memory_reuse(args)
     if args.edge_parallel:
         parallel.request_host_devices()      # before JAX starts its CPU backend
-    cache = compilation.enable_persistent_cache(args.compilation_cache) if args.compilation_cache else None
+    cache = None
+    if args.compilation_cache:
+        cache = compilation.enable_persistent_cache(args.compilation_cache,
+                                                    traced_programs=not args.no_traced_programs)
 
     graphs = dev_graphs(args.system, args.replicate, args.system_file)
     row, step, state, batches = benchmark(graphs, args.layers, args.width, args.repeats,

@@ -119,13 +119,16 @@ def _warn_once(directory: pathlib.Path, reason: str) -> None:
 
 
 def enable_persistent_cache(directory: str | os.PathLike | None = None,
-                            min_compile_time_s: float = MIN_COMPILE_TIME_S) -> pathlib.Path | None:
+                            min_compile_time_s: float = MIN_COMPILE_TIME_S,
+                            traced_programs: bool = True) -> pathlib.Path | None:
     """Turn on JAX's persistent compilation cache in ``directory`` for this process.
 
     directory: where compiled programs are kept; None: :func:`cache_directory` of the
       environment (which may say that there is to be no cache).
     min_compile_time_s: only programs that took at least this many seconds to compile are
       written (``jax_persistent_cache_min_compile_time_secs``); every program is looked up.
+    traced_programs: also turn on the traced-program cache in ``<directory>/traced``
+      (:func:`traced_program_directory`); False leaves it as it was (off unless turned on).
 
     Returns the cache directory, or None when the cache stays off: turned off by the
     environment, or ``directory`` cannot be created or written, in which case a
@@ -150,8 +153,9 @@ def enable_persistent_cache(directory: str | os.PathLike | None = None,
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    global _traced_directory
-    _traced_directory = path / TRACED_SUBDIRECTORY
+    if traced_programs:
+        global _traced_directory
+        _traced_directory = path / TRACED_SUBDIRECTORY
     return path
 
 
