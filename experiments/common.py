@@ -114,8 +114,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, *, training: bool = F
     train (``training``), ``--no-memory-reuse`` (:func:`add_memory_reuse_argument`); see
     :func:`start_runtime`."""
     parser.add_argument("--no-compilation-cache", action="store_true",
-                        help="compile every jitted program afresh instead of loading it from the persistent "
-                             "compilation cache ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
+                        help="trace and compile every jitted program afresh instead of loading it from the "
+                             "persistent compilation cache and its traced programs ($EIGNN_JAX_COMPILATION_CACHE: a directory, or 0 for off; "
                              "default $XDG_CACHE_HOME/eignn_jax/xla, else ~/.cache/eignn_jax/xla)")
     if training:
         add_memory_reuse_argument(parser, default=True)
