@@ -62,8 +62,11 @@ def prepare_step(model, graphs: list, seed: int = 0, edge_mesh=None):
     optimizer = training.make_optimizer(train_config, steps_per_epoch=len(graphs))
     budget = graph_lib.padding_budget(graphs)
     batches = list(graph_lib.batches(graphs, budget, 1))
-    # Used only when the compilation cache is on (--compilation-cache).
-    keys = {kind: training.program_key(f"benchmark {kind}", model.config, train_config, len(graphs))
+    # Used only when the compilation cache is on (--compilation-cache), for models with a config
+    # (benchmarks.cost also times wrapped models, which are traced every time).
+    config = getattr(model, "config", None)
+    keys = {kind: None if config is None else
+            training.program_key(f"benchmark {kind}", config, train_config, len(graphs))
             for kind in ("init_state", "train_step")}
     state = training.init_state(model, optimizer, batches[0], seed, keys["init_state"])
     if edge_mesh is not None:

@@ -193,74 +193,150 @@ def cache_events() -> Iterator[collections.Counter]:
         jax.monitoring.unregister_event_listener(listener)
 
 
-# jax configuration options that change what tracing a function produces.
-TRACING_OPTIONS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_threefry_partitionable",
-                   "jax_default_prng_impl", "jax_numpy_dtype_promotion", "jax_numpy_rank_promotion",
-                   "jax_enable_custom_prng")
-# Libraries whose code is traced into our programs.
-TRACED_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "e3nn-jax", "jraph", "numpy")
-_FILE_MAGIC = b"eignn_jax traced program 1\n"
+# Packages whose code runs while our functions are traced (imported by name).
+TRACED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "e3nn_jax", "jraph", "numpy", "opt_einsum",
+                   "ml_dtypes", "scipy", "sympy")
+_FILE_MAGIC = b"eignn_jax traced program 2\n"
+_PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent
+
+
+def _package_files_state() -> tuple:
+    """(relative path, size, modification time) of every Python file of ``eignn_jax``."""
+    return tuple((path.relative_to(_PACKAGE_ROOT).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
+                 for path in sorted(_PACKAGE_ROOT.rglob("*.py")))
+
+
+# The package's files as this process imported them (``eignn_jax/__init__`` imports this
+# module first): a program is only ever named after the code that the process runs.
+_IMPORTED_STATE = _package_files_state()
+
+
+class SourceChanged(RuntimeError):
+    """The ``eignn_jax`` sources on disk differ from those this process imported."""
+
+
+@functools.lru_cache(maxsize=None)
+def _digest_of(state: tuple) -> str:
+    digest = hashlib.sha256()
+    for relative, _, _ in state:
+        digest.update(relative.encode() + b"\0" + (_PACKAGE_ROOT / relative).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def source_digest() -> str:
+    """sha256 of the ``eignn_jax`` package's Python sources (relative paths and contents):
+    any edit to the package makes every traced program of the old code unreachable.
+
+    Raises SourceChanged if a file was added, removed or modified since the package was
+    imported: the file contents would then not be the code this process runs.
+    """
+    state = _package_files_state()
+    if state != _IMPORTED_STATE:
+        changed = sorted({entry[0] for entry in set(state) ^ set(_IMPORTED_STATE)})
+        raise SourceChanged(f"eignn_jax's sources changed since this process imported them ({', '.join(changed)})")
+    return _digest_of(state)
 
 
 @functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """sha256 of the ``eignn_jax`` package's Python sources (relative paths and contents):
-    any edit to the package makes every traced program of the old code unreachable."""
-    root = pathlib.Path(__file__).resolve().parent
+def library_digest() -> str:
+    """sha256 naming the installed code of ``TRACED_PACKAGES``: for each, where it is imported
+    from, its version, and the path, size and modification time of each of its Python and
+    extension files (a reinstall, an editable checkout or a copy earlier on the path all
+    change it; ~0.1 s, once per process)."""
+    import importlib.util
+
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in TRACED_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            digest.update(f"{name}: absent\n".encode())
+            continue
+        try:
+            version = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+        digest.update(f"{name} {version} {spec.origin}\n".encode())
+        for root in sorted(spec.submodule_search_locations or []):
+            for directory, subdirectories, filenames in os.walk(root):
+                subdirectories.sort()
+                for filename in sorted(filenames):
+                    if filename.endswith((".py", ".so", ".pyd")):
+                        status = os.stat(os.path.join(directory, filename))
+                        digest.update(f"{directory}/{filename} {status.st_size} {status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def library_settings() -> list[str]:
+    """The global settings of jax, flax and e3nn-jax that tracing reads (all of them: a
+    setting that does not matter costs only a retrace)."""
+    import e3nn_jax
+    import flax
+    import jax
+    from e3nn_jax._src import config as e3nn_config
+
+    e3nn_names = sorted(getattr(e3nn_config, "__default_conf", {}))
+    return [repr(sorted(jax.config.values.items())), repr(flax.config),
+            repr([(name, e3nn_jax.config(name)) for name in e3nn_names])]
 
 
 def program_fingerprint(key: str, in_tree: Any, in_types: Sequence[str]) -> str:
     """sha256 naming the traced program of a function for one input signature.
 
-    key: what the caller promises determines the function besides this package's code
-      (its configuration, e.g. the model and optimizer configs and the seed).
+    key: what the caller promises determines the function besides the code (its
+      configuration, e.g. the model and optimizer configs and the seed).
     in_tree, in_types: the inputs' pytree structure and their abstract types
       (``str(jax.typeof(leaf))``: dtype, shape, weak type).
-    Also hashed: :func:`source_digest`, the versions of Python and of ``TRACED_LIBRARIES``,
-    the ``TRACING_OPTIONS`` of jax's configuration, and the first local device's platform and kind.
+    Also hashed: :func:`source_digest` (raises SourceChanged), the Python version,
+    :func:`library_digest`, :func:`library_settings`, and the first local device's platform
+    and kind.
     """
     import jax
 
     device = jax.local_devices()[0]
-    parts = [key, source_digest(), platform.python_version(),
-             *(f"{name}={importlib.metadata.version(name)}" for name in TRACED_LIBRARIES),
-             *(f"{name}={jax.config.values.get(name)!r}" for name in TRACING_OPTIONS),
+    parts = [key, source_digest(), platform.python_version(), library_digest(), *library_settings(),
              device.platform, device.device_kind, str(in_tree), *in_types]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _encode(out_tree: Any, serialized: bytes) -> bytes:
-    tree = pickle.dumps(out_tree)
-    return _FILE_MAGIC + struct.pack("<Q", len(tree)) + tree + bytes(serialized)
+    payload = pickle.dumps(out_tree)
+    payload = struct.pack("<Q", len(payload)) + payload + bytes(serialized)
+    return _FILE_MAGIC + hashlib.sha256(payload).digest() + payload
 
 
 def _decode(data: bytes) -> tuple[Any, Any]:
-    """(output tree, jax.export.Exported); ValueError if ``data`` is not a whole program file."""
+    """(output tree, jax.export.Exported); ValueError if ``data`` is not a whole, intact
+    program file (its sha256 checksum is checked before anything is read from it)."""
     from jax import export
 
-    header = len(_FILE_MAGIC) + 8
-    if not data.startswith(_FILE_MAGIC) or len(data) < header:
+    header = len(_FILE_MAGIC) + 32
+    if not data.startswith(_FILE_MAGIC) or len(data) < header + 8:
         raise ValueError("not a traced-program file")
-    (tree_size,) = struct.unpack("<Q", data[len(_FILE_MAGIC):header])
-    if len(data) < header + tree_size:
-        raise ValueError("truncated traced-program file")
+    payload = data[header:]
+    if hashlib.sha256(payload).digest() != data[len(_FILE_MAGIC):header]:
+        raise ValueError("checksum mismatch")
+    (tree_size,) = struct.unpack("<Q", payload[:8])
     # The cache directory is trusted like XLA's, which holds executable code.
-    out_tree = pickle.loads(data[header:header + tree_size])
-    exported = export.deserialize(bytearray(data[header + tree_size:]))
+    out_tree = pickle.loads(payload[8:8 + tree_size])
+    exported = export.deserialize(bytearray(payload[8 + tree_size:]))
     if out_tree.num_leaves != len(exported.out_avals):
         raise ValueError("output tree and program disagree")
     return out_tree, exported
 
 
+def _warn_uncached(what: str, error: BaseException) -> None:
+    if what in _warned:
+        return
+    _warned.add(what)
+    warnings.warn(f"{what} is traced as usual, without the traced-program cache "
+                  f"({type(error).__name__}: {error})", RuntimeWarning, stacklevel=3)
+
+
 def load_or_export(fn: Callable, args: Sequence, key: str,
-                   directory: pathlib.Path) -> tuple[Callable, Any, str]:
+                   directory: pathlib.Path) -> tuple[Callable, Any, str] | None:
     """``fn``'s program for inputs shaped like ``args``, from ``directory`` or traced now.
 
-    Looks for ``<directory>/<program_fingerprint>.program``; if it is missing or unreadable,
+    Looks for ``<directory>/<program_fingerprint>.program``; if it is missing or damaged,
     traces ``fn`` once with ``jax.export`` and writes it there (atomically; a directory that
     cannot be written costs only the file, with one RuntimeWarning).
 
@@ -269,6 +345,10 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
     unflattened with ``out_tree``; it is to be jitted by the caller (donation, counting).
     ``source`` is 'loaded' (from the file), 'written' or 'traced' (tracing done, file not
     written). The program is the same StableHLO either way, so results do not depend on it.
+    Returns None, with one RuntimeWarning, when the program is not to be kept: the package's
+    sources changed since import, ``fn`` cannot be exported (host callbacks) or its output
+    tree cannot be stored, or an output is weakly typed (a stored program would lose that).
+    The caller then jits ``fn`` as usual.
     Source: jax.export, https://docs.jax.dev/en/latest/export/export.html.
     """
     import jax
@@ -278,7 +358,12 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
 
     leaves, in_tree = jax.tree.flatten(tuple(args))
     in_types = [jax.typeof(leaf) for leaf in leaves]
-    path = directory / f"{program_fingerprint(key, in_tree, [str(t) for t in in_types])}.program"
+    try:
+        name = program_fingerprint(key, in_tree, [str(t) for t in in_types])
+    except SourceChanged as error:
+        _warn_uncached(f"program {key.split('|')[0]!r}", error)
+        return None
+    path = directory / f"{name}.program"
     try:
         data = path.read_bytes()
     except OSError:          # none yet, or no directory: trace, then try to write it below
@@ -298,13 +383,20 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
         trees.append(out_tree)
         return out_leaves
 
-    exported = export.export(jax.jit(flat))(
-        *[jax.ShapeDtypeStruct(t.shape, t.dtype, weak_type=t.weak_type) for t in in_types])
+    try:
+        exported = export.export(jax.jit(flat))(
+            *[jax.ShapeDtypeStruct(t.shape, t.dtype, weak_type=t.weak_type) for t in in_types])
+        if any(getattr(aval, "weak_type", False) for aval in exported.out_avals):
+            raise ValueError("weakly typed outputs")
+        data = _encode(trees[0], exported.serialize())
+    except Exception as error:
+        _warn_uncached(f"program {key.split('|')[0]!r}", error)
+        return None
     source = "written"
     reason = writable_directory(directory)
     if reason is None:
         try:
-            files.atomic_write(path, _encode(trees[0], exported.serialize()))
+            files.atomic_write(path, data)
         except OSError as error:
             reason = f"{type(error).__name__}: {error}"
     if reason is not None:

@@ -145,7 +145,7 @@ class TracedFunction:
         if program_key is not None and set(jit_kwargs) - {"donate_argnums"}:
             raise ValueError(f"a program_key is for single-device programs; got {sorted(jit_kwargs)}")
         self._program_key = program_key
-        self._programs: dict = {}      # input signature → (jitted flat call, output tree)
+        self._programs: dict = {}      # input signature → (jitted flat call, output tree) or None
 
         def counted(*args):
             self.traces += 1
@@ -162,7 +162,11 @@ class TracedFunction:
         leaves, in_tree = jax.tree.flatten(args)
         signature = (in_tree, tuple(str(jax.typeof(leaf)) for leaf in leaves))
         if signature not in self._programs:
-            call, out_tree, source = compilation.load_or_export(self._fn, args, self._program_key, directory)
+            found = compilation.load_or_export(self._fn, args, self._program_key, directory)
+            if found is None:            # not to be kept: jit as usual for this signature
+                self._programs[signature] = None
+                return None
+            call, out_tree, source = found
             self.loaded += source == "loaded"
 
             def counted(*flat_args):
@@ -178,6 +182,8 @@ class TracedFunction:
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             self._programs[signature] = (jax.jit(counted, donate_argnums=donated, in_shardings=device),
                                          out_tree)
+        if self._programs[signature] is None:
+            return None
         jitted, out_tree = self._programs[signature]
         return jitted, leaves, out_tree
 

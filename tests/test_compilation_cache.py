@@ -334,16 +334,19 @@ def test_a_damaged_program_file_is_traced_again_and_replaced(step_parts, traced_
     make_step()(jax.device_put(initial), graph)
     (path,) = traced_directory.glob("*.program")
     whole = path.read_bytes()
-    path.write_bytes(whole[: len(whole) // 2])
-    step = make_step()
-    with pytest.warns(RuntimeWarning, match="unreadable"):
-        _, losses = run_steps(step, initial, graph, n=1)
-    assert step.loaded == 0
-    np.testing.assert_allclose(losses, reference, rtol=1e-6)
-    again = make_step()                 # the file was replaced by a whole program
-    _, losses = run_steps(again, initial, graph, n=1)
-    assert again.loaded == 1
-    np.testing.assert_allclose(losses, reference, rtol=1e-6)
+    flipped = bytearray(whole)
+    flipped[int(len(whole) * 0.6)] ^= 0x10          # one bit inside the serialised program
+    for damaged in (whole[: len(whole) // 2], bytes(flipped)):
+        path.write_bytes(damaged)
+        step = make_step()
+        with pytest.warns(RuntimeWarning, match="unreadable"):
+            _, losses = run_steps(step, initial, graph, n=1)
+        assert step.loaded == 0
+        np.testing.assert_allclose(losses, reference, rtol=1e-6)
+        again = make_step()                 # the file was replaced by a whole program
+        _, losses = run_steps(again, initial, graph, n=1)
+        assert again.loaded == 1
+        np.testing.assert_allclose(losses, reference, rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -377,3 +380,94 @@ def test_without_the_caches_a_program_key_changes_nothing(step_parts, monkeypatc
     step = make_step()
     run_steps(step, initial, graph, n=1)
     assert step.loaded == 0 and step.traces == 1
+
+
+def test_every_global_setting_that_tracing_reads_names_another_program(monkeypatch):
+    """jax's options (all of them: e.g. the PRNG seed offset changes dropout keys traced into
+    the step), flax's and e3nn-jax's global configuration."""
+    import e3nn_jax
+    import flax
+    import jax
+
+    def fingerprint():
+        return compilation.program_fingerprint("key", "tree", ["f32[3]"])
+
+    reference = fingerprint()
+    assert fingerprint() == reference
+    changes = [
+        (lambda: jax.config.update("jax_random_seed_offset", 7),
+         lambda: jax.config.update("jax_random_seed_offset", 0)),
+        (lambda: flax.config.update("flax_fix_rng_separator", True),
+         lambda: flax.config.update("flax_fix_rng_separator", False)),
+        (lambda: e3nn_jax.config("irrep_normalization", "norm"),
+         lambda: e3nn_jax.config("irrep_normalization", "component")),
+    ]
+    for change, undo in changes:
+        change()
+        try:
+            assert fingerprint() != reference
+        finally:
+            undo()
+        assert fingerprint() == reference
+    assert compilation.program_fingerprint("other key", "tree", ["f32[3]"]) != reference
+    assert compilation.program_fingerprint("key", "tree", ["f32[4]"]) != reference
+
+
+def test_the_installed_code_of_a_traced_package_names_another_program(tmp_path, monkeypatch):
+    package = tmp_path / "a_traced_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("EPS = 1e-8\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(compilation, "TRACED_PACKAGES", ("a_traced_package",))
+    compilation.library_digest.cache_clear()
+    try:
+        before = compilation.library_digest()
+        (package / "__init__.py").write_text("EPS = 1e-1\n")       # an edited copy
+        compilation.library_digest.cache_clear()
+        assert compilation.library_digest() != before
+    finally:
+        compilation.library_digest.cache_clear()
+
+
+def test_sources_edited_after_import_are_never_cached_under_the_new_name(step_parts, traced_directory,
+                                                                        monkeypatch):
+    """A process runs the code it imported: if the files changed since, its program could be
+    stored under the name of code it does not run. It is traced as usual, not cached."""
+    import numpy as np
+    make_step, initial, graph = step_parts
+    _, reference = run_steps(make_step(program_key=None), initial, graph, n=1)
+    imported = compilation._IMPORTED_STATE
+    monkeypatch.setattr(compilation, "_IMPORTED_STATE", imported[:-1] + (imported[-1][:2] + (0,),))
+    with pytest.raises(compilation.SourceChanged, match=imported[-1][0]):
+        compilation.source_digest()
+    step = make_step()
+    with pytest.warns(RuntimeWarning, match="changed since this process imported"):
+        _, losses = run_steps(step, initial, graph, n=2)
+    np.testing.assert_allclose(losses[:1], reference, rtol=1e-6)
+    assert step.traces == 1 and step.loaded == 0
+    assert not list(traced_directory.glob("*.program"))
+
+
+@pytest.mark.parametrize("case", ["host_callback", "weak_output"])
+def test_functions_that_cannot_be_kept_run_as_plain_jit(case, traced_directory):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from eignn_jax import training
+
+    if case == "host_callback":
+        def fn(x):
+            return jax.pure_callback(lambda v: np.asarray(v) * 2, jax.ShapeDtypeStruct(x.shape, x.dtype), x) + 1
+        x = jnp.arange(4.0)
+    else:
+        def fn(x):
+            return x * 2          # a Python scalar in, a weakly typed scalar out
+        x = 3.0
+    traced = training.TracedFunction(fn, "a key")
+    with pytest.warns(RuntimeWarning, match="without the traced-program cache"):
+        result = traced(x)
+    expected = jax.jit(fn)(x)
+    np.testing.assert_array_equal(result, expected)
+    assert jax.typeof(result) == jax.typeof(expected)
+    assert traced.traces == 1 and traced.loaded == 0
+    assert not list(traced_directory.glob("*.program"))
