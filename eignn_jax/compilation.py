@@ -58,6 +58,13 @@ ON_VALUES = frozenset({"", "1", "on", "true", "yes"})
 # keep only the train step.
 MIN_COMPILE_TIME_S = 0.0
 
+# The most disk the caches take: XLA's entries (JAX deletes the least recently used beyond
+# this, ``jax_compilation_cache_max_size``) and, separately, the traced programs (the least
+# recently used deleted beyond MAX_TRACED_BYTES). A paper-size model takes ~2 MB of XLA
+# entries and ~0.5 MB of traced programs, so this keeps hundreds of models and code versions.
+MAX_CACHE_BYTES = 2 * 2**30
+MAX_TRACED_BYTES = 512 * 2**20
+
 # JAX's monitoring events of the persistent cache (jax._src.compiler, compilation_cache).
 _EVENT_PREFIX = "/jax/compilation_cache/"
 
@@ -120,7 +127,8 @@ def _warn_once(directory: pathlib.Path, reason: str) -> None:
 
 def enable_persistent_cache(directory: str | os.PathLike | None = None,
                             min_compile_time_s: float = MIN_COMPILE_TIME_S,
-                            traced_programs: bool = True) -> pathlib.Path | None:
+                            traced_programs: bool = True,
+                            max_bytes: int = MAX_CACHE_BYTES) -> pathlib.Path | None:
     """Turn on JAX's persistent compilation cache in ``directory`` for this process.
 
     directory: where compiled programs are kept; None: :func:`cache_directory` of the
@@ -129,6 +137,9 @@ def enable_persistent_cache(directory: str | os.PathLike | None = None,
       written (``jax_persistent_cache_min_compile_time_secs``); every program is looked up.
     traced_programs: also turn on the traced-program cache in ``<directory>/traced``
       (:func:`traced_program_directory`); False leaves it as it was (off unless turned on).
+    max_bytes: XLA's entries beyond this size are deleted, least recently used first
+      (``jax_compilation_cache_max_size``; -1: no limit). The traced programs have their own
+      limit, ``MAX_TRACED_BYTES``.
 
     Returns the cache directory, or None when the cache stays off: turned off by the
     environment, or ``directory`` cannot be created or written, in which case a
@@ -153,6 +164,7 @@ def enable_persistent_cache(directory: str | os.PathLike | None = None,
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", int(max_bytes))
     if traced_programs:
         global _traced_directory
         _traced_directory = path / TRACED_SUBDIRECTORY
@@ -371,6 +383,8 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
     if data is not None:
         try:
             out_tree, exported = _decode(data)
+            with contextlib.suppress(OSError):
+                os.utime(path)           # recently used: the last to be pruned
             return exported.call, out_tree, "loaded"
         except Exception as error:   # a damaged or foreign file is replaced, never trusted
             warnings.warn(f"traced program {path} is unreadable ({type(error).__name__}: {error}); "
@@ -397,9 +411,34 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
     if reason is None:
         try:
             files.atomic_write(path, data)
+            prune_traced_programs(directory, MAX_TRACED_BYTES, keep=path)
         except OSError as error:
             reason = f"{type(error).__name__}: {error}"
     if reason is not None:
         source = "traced"
         _warn_once(directory, reason)
     return exported.call, trees[0], source
+
+
+def prune_traced_programs(directory: pathlib.Path, max_bytes: int, keep: pathlib.Path | None = None) -> list[str]:
+    """Delete the least recently used ``*.program`` files of ``directory`` (oldest
+    modification time first; loading a program touches it) until they take at most
+    ``max_bytes``; ``keep`` is never deleted. Returns the names deleted. Files that vanish
+    meanwhile (another process pruning) are skipped."""
+    entries = []
+    for path in directory.glob("*.program"):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            entries.append((status.st_mtime_ns, status.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    deleted = []
+    for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            deleted.append(path.name)
+        total -= size
+    return deleted

@@ -292,10 +292,13 @@ def test_a_loaded_program_still_donates_the_state(step_parts, traced_directory):
     import jax
     make_step, initial, graph = step_parts
     make_step()(jax.device_put(initial), graph)                  # writes the program
+    (path,) = traced_directory.glob("*.program")
+    os.utime(path, ns=(10**18, 10**18))                          # long unused
     state = jax.device_put(initial)
     loading = make_step()
     new_state, _ = loading(state, graph)
     assert loading.loaded == 1
+    assert path.stat().st_mtime_ns > 10**18                      # loading marks it recently used
     assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state.params))
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state))
 
@@ -471,3 +474,36 @@ def test_functions_that_cannot_be_kept_run_as_plain_jit(case, traced_directory):
     assert jax.typeof(result) == jax.typeof(expected)
     assert traced.traces == 1 and traced.loaded == 0
     assert not list(traced_directory.glob("*.program"))
+
+
+def test_least_recently_used_programs_are_pruned_beyond_the_limit(tmp_path):
+    sizes = {"a": 300, "b": 200, "c": 100, "d": 400}               # a oldest ... d newest
+    for age, (name, size) in enumerate(sizes.items()):
+        path = tmp_path / f"{name}.program"
+        path.write_bytes(b"x" * size)
+        os.utime(path, ns=(10**18 + age * 10**9,) * 2)
+    (tmp_path / "other.bin").write_bytes(b"x" * 10_000)           # not a program: never touched
+    deleted = compilation.prune_traced_programs(tmp_path, 700, keep=tmp_path / "a.program")
+    assert deleted == ["b.program", "c.program"]                  # oldest first, 'a' kept as asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.program", "d.program", "other.bin"]
+    assert compilation.prune_traced_programs(tmp_path, 10**6) == []
+
+
+EVICTION_SCRIPT = """
+import sys
+from eignn_jax import compilation
+compilation.enable_persistent_cache(sys.argv[1], min_compile_time_s=0.0, max_bytes=int(sys.argv[2]))
+import jax, jax.numpy as jnp
+print(jax.config.jax_compilation_cache_max_size)
+for n in range(1, 30):        # programs of different shapes, a few KB each
+    jax.jit(lambda x: jnp.sin(x) * n)(jnp.ones(n)).block_until_ready()
+"""
+
+
+def test_xla_entries_beyond_the_size_limit_are_evicted(tmp_path):
+    cache, limit = tmp_path / "xla", 40_000
+    done = run_python(["-c", EVICTION_SCRIPT, str(cache), str(limit)], {}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(limit)]
+    sizes = [p.stat().st_size for p in cache.glob("*-cache")]
+    assert len(sizes) >= 2 and sum(sizes) <= limit
