@@ -214,8 +214,9 @@ _PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent
 
 def _package_files_state() -> tuple:
     """(relative path, size, modification time) of every Python file of ``eignn_jax``."""
-    return tuple((path.relative_to(_PACKAGE_ROOT).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
-                 for path in sorted(_PACKAGE_ROOT.rglob("*.py")))
+    files = sorted(_PACKAGE_ROOT.rglob("*.py"))
+    return tuple((path.relative_to(_PACKAGE_ROOT).as_posix(), status.st_size, status.st_mtime_ns)
+                 for path, status in zip(files, map(os.stat, files)))
 
 
 # The package's files as this process imported them (``eignn_jax/__init__`` imports this
@@ -223,7 +224,11 @@ def _package_files_state() -> tuple:
 _IMPORTED_STATE = _package_files_state()
 
 
-class SourceChanged(RuntimeError):
+class Uncacheable(RuntimeError):
+    """What a program would compute cannot be named with certainty: it is not to be kept."""
+
+
+class SourceChanged(Uncacheable):
     """The ``eignn_jax`` sources on disk differ from those this process imported."""
 
 
@@ -280,13 +285,16 @@ def library_digest() -> str:
 
 def library_settings() -> list[str]:
     """The global settings of jax, flax and e3nn-jax that tracing reads (all of them: a
-    setting that does not matter costs only a retrace)."""
+    setting that does not matter costs only a retrace). Raises Uncacheable if e3nn-jax's
+    settings cannot be listed (it keeps them in a private table)."""
     import e3nn_jax
     import flax
     import jax
     from e3nn_jax._src import config as e3nn_config
 
     e3nn_names = sorted(getattr(e3nn_config, "__default_conf", {}))
+    if not e3nn_names:
+        raise Uncacheable("e3nn-jax's configuration cannot be listed")
     return [repr(sorted(jax.config.values.items())), repr(flax.config),
             repr([(name, e3nn_jax.config(name)) for name in e3nn_names])]
 
@@ -298,9 +306,9 @@ def program_fingerprint(key: str, in_tree: Any, in_types: Sequence[str]) -> str:
       configuration, e.g. the model and optimizer configs and the seed).
     in_tree, in_types: the inputs' pytree structure and their abstract types
       (``str(jax.typeof(leaf))``: dtype, shape, weak type).
-    Also hashed: :func:`source_digest` (raises SourceChanged), the Python version,
-    :func:`library_digest`, :func:`library_settings`, and the first local device's platform
-    and kind.
+    Also hashed: :func:`source_digest`, the Python version, :func:`library_digest`,
+    :func:`library_settings`, and the first local device's platform and kind. Raises
+    Uncacheable (SourceChanged) when the first or the settings cannot be trusted.
     """
     import jax
 
@@ -370,10 +378,11 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
 
     leaves, in_tree = jax.tree.flatten(tuple(args))
     in_types = [jax.typeof(leaf) for leaf in leaves]
+    what = f"program {key.split('|')[0]!r}"
     try:
         name = program_fingerprint(key, in_tree, [str(t) for t in in_types])
-    except SourceChanged as error:
-        _warn_uncached(f"program {key.split('|')[0]!r}", error)
+    except Uncacheable as error:
+        _warn_uncached(what, error)
         return None
     path = directory / f"{name}.program"
     try:
@@ -404,7 +413,7 @@ def load_or_export(fn: Callable, args: Sequence, key: str,
             raise ValueError("weakly typed outputs")
         data = _encode(trees[0], exported.serialize())
     except Exception as error:
-        _warn_uncached(f"program {key.split('|')[0]!r}", error)
+        _warn_uncached(what, error)
         return None
     source = "written"
     reason = writable_directory(directory)

@@ -134,6 +134,13 @@ def for_graph_size(config: ModelConfig, n_edges: int, platform: str | None = Non
     return dataclasses.replace(config, edge_chunk=default_edge_chunk(platform))
 
 
+# e3nn-jax's default normalisations, stated rather than read from its global configuration
+# (``e3nn.config``), which a user's own code may change: the model must compute the same
+# function, and its checkpoints keep their meaning, whatever that configuration says.
+TENSOR_PRODUCT_NORMALIZATION = dict(irrep_normalization="component")
+LINEAR_NORMALIZATION = dict(path_normalization="element", gradient_normalization="path")
+
+
 def harmonic_irreps(l_max: int, parity: str = "polar") -> e3nn.Irreps:
     """Irreps of the spherical harmonics of a polar vector, 0e + 1o + 2e + … ('polar'),
     or all declared even, 0e + 1e + 2e + … ('even')."""
@@ -456,10 +463,10 @@ class InteractionLayer(nn.Module):
             node_messages = index.reduce(edge_messages, projector.shape[0])   # [N, D]
             product = e3nn.tensor_product(
                 e3nn.IrrepsArray(irreps, node_messages), e3nn.IrrepsArray(irreps, h_eq),
-                filter_ir_out=irreps)                                          # all paths, ℓ ≤ L
+                filter_ir_out=irreps, **TENSOR_PRODUCT_NORMALIZATION)          # all paths, ℓ ≤ L
             delta_m = product.filter(keep="0e").array                          # [N, L+1]
             delta_h = MLP([width, width], name="update")(jnp.concatenate([delta_m, h], axis=-1))
-            new_h_eq = e3nn.flax.Linear(irreps, name="mix")(product).array     # [N, D], h̃^L of eq. 13
+            new_h_eq = e3nn.flax.Linear(irreps, name="mix", **LINEAR_NORMALIZATION)(product).array  # h̃^L, eq. 13
             n_geometry = (2 if cfg.variant == "full" else 1) * (l_max + 1)
 
         # 2. Equivariant scalarisation of this layer's new features h̃^L (eqs. 14–16), then

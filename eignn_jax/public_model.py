@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from eignn_jax.model import (PUBLIC_LAYOUT, EdgeInputs, EdgeMLP, GraphIndex, GraphNorm, ModelConfig,
-                             degree_projector, degree_scalar_products, harmonic_irreps, safe_norm)
+from eignn_jax.model import (LINEAR_NORMALIZATION, PUBLIC_LAYOUT, TENSOR_PRODUCT_NORMALIZATION, EdgeInputs,
+                             EdgeMLP, GraphIndex, GraphNorm, ModelConfig, degree_projector,
+                             degree_scalar_products, harmonic_irreps, safe_norm)
 
 BATCH_NORM_EPSILON = 1e-5
 
@@ -114,9 +115,9 @@ class PublicInteractionLayer(nn.Module):
         edge_messages = index.shared(edge_messages)   # read again by α⁰ below
         node_messages = index.reduce(edge_messages, projector.shape[0])       # [N, D], mean
         product = e3nn.tensor_product(e3nn.IrrepsArray(irreps, h_eq), e3nn.IrrepsArray(irreps, node_messages),
-                                      filter_ir_out=irreps)
+                                      filter_ir_out=irreps, **TENSOR_PRODUCT_NORMALIZATION)
         h = nn.Dense(width, name="update")(jnp.concatenate([h, product.filter(keep="0e").array], axis=-1))
-        h_eq = e3nn.flax.Linear(irreps, name="mix")(product).array             # [N, D]
+        h_eq = e3nn.flax.Linear(irreps, name="mix", **LINEAR_NORMALIZATION)(product).array   # [N, D]
         self.sow("intermediates", "updated", (h, h_eq))
 
         # Scalarisation of the new h̃ and the gated invariant messages.

@@ -189,3 +189,22 @@ def test_shared_edge_quantities_are_computed_once_over_all_edges(real_graph, edg
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6 * float(jnp.abs(expected_grad).max()))
     assert float(jnp.abs(grad).max()) > 0
+
+
+@pytest.mark.parametrize("architecture", ["paper", "public"])
+def test_e3nn_global_configuration_does_not_change_the_model(real_graph, padded_graph, architecture):
+    """A user's e3nn.config(...) must neither change predictions nor the meaning of weights."""
+    options = {"architecture": "public", **PUBLIC_LAYOUT} if architecture == "public" else {}
+    model_and_state, params = model_and_params(real_graph, padded_graph, options)
+    n_real = int(real_graph.n_node[0])
+    reference = np.asarray(real_node_outputs(model_and_state, padded_graph, n_real)(params))
+    changed = {"irrep_normalization": "norm", "path_normalization": "path", "gradient_normalization": "element"}
+    defaults = {name: e3nn.config(name) for name in changed}
+    try:
+        for name, value in changed.items():
+            e3nn.config(name, value)
+        under_other_settings = np.asarray(real_node_outputs(model_and_state, padded_graph, n_real)(params))
+    finally:
+        for name, value in defaults.items():
+            e3nn.config(name, value)
+    np.testing.assert_array_equal(under_other_settings, reference)
